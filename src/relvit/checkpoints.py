@@ -1,0 +1,103 @@
+"""Reading checkpoints and weight files without executing code, and warm-starting from them."""
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """The file holds objects that only arbitrary code could rebuild; it is not loaded."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint or weight file as plain containers and tensors (``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"refusing to load {str(path)!r}: it holds objects that need arbitrary code to rebuild "
+            f"({reason}). Only tensors and plain containers are read; re-save the weights with "
+            f"torch.save(model.state_dict(), ...) or as .safetensors."
+        ) from None
+
+
+def state_dict_of(content: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, whatever wraps them: a Lightning checkpoint (``state_dict``),
+    a DeiT / T2T release (``model``, ``state_dict_ema``), or a bare state dict."""
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(content.get(key), dict):
+            content = content[key]
+            break
+    tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError("the checkpoint holds no tensors")
+    return tensors
+
+
+@dataclass
+class LoadReport:
+    """What ``load_pretrained`` did with each tensor name."""
+
+    loaded: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def log(self, source: str) -> None:
+        log.info("pretrained %s: %d tensors loaded", source, len(self.loaded))
+        for title, names in (
+            ("loaded", self.loaded),
+            ("skipped, shape differs", self.shape_mismatch),
+            ("skipped, not in this task's model", self.unexpected),
+            ("missing, left as initialised", self.missing),
+        ):
+            if names:
+                log.info("  %s (%d): %s", title, len(names), ", ".join(names))
+
+
+def load_pretrained(module: nn.Module, path: str | Path) -> LoadReport:
+    """Warm-start ``module`` (a RelViTModule) from a checkpoint of this project or from published
+    backbone weights (mapped through the backbone's ``remap_state_dict``).
+
+    Tensors whose shapes differ and tensors the module lacks are skipped; the report lists the
+    loaded, skipped and missing names.
+    """
+    tensors = state_dict_of(read_checkpoint(path))
+    if not any(k.startswith("backbone.") for k in tensors):
+        remap = getattr(module.backbone, "remap_state_dict", None)
+        if remap is None:
+            raise ValueError(f"{path}: not a checkpoint of this project, and {type(module.backbone).__name__} cannot map published weights")
+        tensors = {f"backbone.{k}": v for k, v in remap(tensors).items()}
+    own = module.state_dict()
+    report = LoadReport()
+    chosen = {}
+    for name, value in tensors.items():
+        if name not in own:
+            report.unexpected.append(name)
+        elif own[name].shape != value.shape:
+            report.shape_mismatch.append(f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)}")
+        else:
+            chosen[name] = value
+            report.loaded.append(name)
+    report.missing = [k for k in own if k not in chosen]
+    module.load_state_dict(chosen, strict=False)
+    report.log(str(path))
+    return report

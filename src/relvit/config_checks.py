@@ -1,0 +1,70 @@
+"""Checks of the composed config that run before any work starts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from relvit.checkpoints import WEIGHT_SUFFIXES
+from relvit.task import TaskSpec
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key, the value and what is valid."""
+
+
+def _require(ok: bool, key: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {valid}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first value that cannot work (keys absent from cfg are skipped)."""
+    get = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+    ds = cfg.dataset
+    _require(isinstance(ds.image_size, int) and ds.image_size > 0, "dataset.image_size", ds.image_size, "a positive integer")
+    _require(isinstance(ds.patch_size, int) and ds.patch_size > 0, "dataset.patch_size", ds.patch_size, "a positive integer")
+    _require(ds.image_size % ds.patch_size == 0, "dataset.patch_size", ds.patch_size,
+             f"the image size dataset.image_size={ds.image_size} must be a multiple of it")
+    _require(ds.image_size // ds.patch_size >= 2, "dataset.patch_size", ds.patch_size,
+             f"the patch grid needs at least 2 x 2 cells (image size {ds.image_size})")
+    for key in ("mean", "std"):
+        values = list(ds[key])
+        _require(len(values) == 3, f"dataset.{key}", values, "three per-channel values")
+    _require(all(s > 0 for s in ds.std), "dataset.std", list(ds.std), "positive values")
+    positive_ints = ("data.batch_size", "trainer.max_epochs", "backbone.depth", "backbone.num_heads", "backbone.embed_dim")
+    for key in positive_ints:
+        value = get(key)
+        if value is not None:
+            _require(isinstance(value, int) and value > 0, key, value, "a positive integer")
+    if get("backbone.embed_dim") and get("backbone.num_heads"):
+        _require(cfg.backbone.embed_dim % cfg.backbone.num_heads == 0, "backbone.num_heads", cfg.backbone.num_heads,
+                 f"it must divide backbone.embed_dim={cfg.backbone.embed_dim}")
+    for key in ("backbone.drop_rate", "backbone.drop_path_rate"):
+        value = get(key)
+        if value is not None:
+            _require(0.0 <= value < 1.0, key, value, "a rate in [0, 1)")
+    _require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a fraction strictly between 0 and 1")
+    lr = get("optimizer.lr")
+    if lr is not None:
+        _require(lr > 0, "optimizer.lr", lr, "a positive learning rate")
+    wd = get("optimizer.weight_decay")
+    if wd is not None:
+        _require(wd >= 0, "optimizer.weight_decay", wd, "zero or positive")
+    warm = get("scheduler.warmup_fraction")
+    if warm is not None:
+        _require(0.0 <= warm < 1.0, "scheduler.warmup_fraction", warm, "a fraction in [0, 1)")
+    try:
+        TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"task: {err}") from None
+    pretrained = get("pretrained")
+    if pretrained is not None:
+        path = Path(str(pretrained))
+        _require(path.is_file(), "pretrained", str(pretrained), "the path of an existing checkpoint or weight file")
+        _require(path.suffix in WEIGHT_SUFFIXES, "pretrained", str(pretrained), f"a file ending in one of {WEIGHT_SUFFIXES}")
+    finetune = get("finetune")
+    if finetune is not None:
+        ok = OmegaConf.is_list(finetune) and all(isinstance(x, str) and "=" in x for x in finetune)
+        _require(ok, "finetune", finetune, "null or a list of overrides like [task=downstream, trainer.max_epochs=10]")

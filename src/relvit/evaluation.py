@@ -1,0 +1,54 @@
+"""Evaluate a checkpoint with the config it was trained with, plus the user's new overrides."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from relvit.checkpoints import read_checkpoint, state_dict_of
+from relvit.config_checks import ConfigError
+from relvit.training import build, evaluate_splits, format_table
+
+#: Keys of evaluate.yaml itself, which are not part of the training config.
+OWN_KEYS = ("ckpt_path", "splits")
+VALID_SPLITS = ("val", "test")
+
+
+def saved_config_with_overrides(saved: dict[str, Any], cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The training config saved in a checkpoint, with each key the user overrode now taken from
+    ``cfg`` (whole groups such as ``dataset=...`` included)."""
+    merged = OmegaConf.create(saved)
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in OWN_KEYS or key.startswith("hydra"):
+            continue
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    merged.paths = cfg.paths  # write into this evaluation's own directory
+    merged.pretrained = None
+    merged.finetune = None
+    return merged
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    bad = [s for s in cfg.splits if s not in VALID_SPLITS]
+    if bad:
+        raise ConfigError(f"splits={list(cfg.splits)} is invalid: each split must be one of {VALID_SPLITS}")
+    content = read_checkpoint(cfg.ckpt_path)
+    saved = content.get("relvit_config")
+    if not saved:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is invalid: it holds no saved run config; pass a checkpoint written by train.py")
+    run_cfg = saved_config_with_overrides(saved, cfg, list(HydraConfig.get().overrides.task))
+    run = build(run_cfg, run_config=saved)
+    run.module.load_state_dict(state_dict_of(content))
+    trainer = instantiate(run_cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+    metrics = evaluate_splits(trainer, run, list(cfg.splits))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"checkpoint": str(cfg.ckpt_path), "output_dir": str(output_dir), **metrics}
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    print(f"\ncheckpoint: {cfg.ckpt_path}\nmetrics written to {output_dir / 'metrics.json'}\n{format_table(metrics)}\n", flush=True)
+    return summary

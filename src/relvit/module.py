@@ -1,0 +1,167 @@
+"""The Lightning module shared by every task: backbone, enabled heads, summed losses, metrics."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relvit.backbones.base import TokenBackbone
+from relvit.heads import ClassifierHead, PairScoreHead
+from relvit.ssl import NUM_RELATIONS, angle_targets, distance_targets, position_targets, relation_targets
+from relvit.task import TaskSpec
+
+#: Parameters that timm (and DeiT) train without weight decay, besides every 1-D tensor.
+NO_DECAY_NAMES = ("pos_embed", "cls_token")
+
+
+class RelViTModule(L.LightningModule):
+    """Trains a ``TokenBackbone`` on the losses ``task`` enables; their plain sum is the loss.
+
+    Logged per split (``train/``, ``val/``, ``test/``): ``loss`` and, for each enabled task, its
+    loss and accuracy (``rel_*``, ``pos_*``, ``dist_loss``, ``angle_loss``, ``clf_loss`` and
+    ``acc`` for classification, ``probe_*`` for the online linear probe of upstream runs).
+    """
+
+    def __init__(
+        self,
+        backbone: TokenBackbone,
+        task: TaskSpec,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
+        run_config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.task = task
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.run_config = run_config or {}
+        d, n, side = backbone.embed_dim, backbone.num_patches, backbone.grid_size
+        self.relation_head = PairScoreHead(d, NUM_RELATIONS) if task.relations else None
+        self.position_head = nn.Linear(d, n) if task.positions else None
+        self.distance_head = PairScoreHead(d, 1) if task.distances else None
+        self.angle_head = PairScoreHead(d, 1) if task.angles else None
+        pool = task.classifier_pool
+        if pool == "auto":
+            pool = "cls" if backbone.has_cls_token else getattr(backbone, "pool_without_cls", "flatten")
+        if pool == "cls" and not backbone.has_cls_token:
+            raise ValueError("task.classifier_pool=cls, but the backbone has no CLS token: use mean or flatten")
+        self.classifier = ClassifierHead(d, n, num_classes, pool) if task.supervised else None
+        self.probe = ClassifierHead(d, n, num_classes, "cls" if backbone.has_cls_token else "mean") if task.online_probe else None
+        self.register_buffer("rel_target", relation_targets(side), persistent=False)  # [N, N]
+        self.register_buffer("pos_target", position_targets(side), persistent=False)  # [N]
+        self.register_buffer("dist_target", distance_targets(side), persistent=False)  # [N, N]
+        self.register_buffer("angle_target", angle_targets(side), persistent=False)  # [N, N]
+        if task.freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    # ----------------------------------------------------------------------------------- steps
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, C] of normalised images [B, 3, H, W] (supervised tasks)."""
+        cls, patches = self.backbone(images, add_pos_embed=self.task.add_pos_embed)
+        return self.classifier(cls, patches)
+
+    def shuffle_patches(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Permute the grid cells of every image independently.
+
+        images [B, 3, H, W] -> (shuffled images, perm [B, N]); token ``i`` of the shuffled image
+        shows cell ``perm[b, i]`` of the original.
+        """
+        b, c, h, w = images.shape
+        g = self.backbone.grid_size
+        ph, pw = h // g, w // g
+        cells = images.view(b, c, g, ph, g, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c, ph, pw)
+        perm = torch.rand(b, g * g, device=images.device).argsort(dim=1)
+        cells = cells[torch.arange(b, device=images.device)[:, None], perm]
+        shuffled = cells.view(b, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+        return shuffled, perm
+
+    def compute_losses(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All enabled losses and accuracies of one batch, plus their sum under ``loss``."""
+        task = self.task
+        b = images.shape[0]
+        n = self.backbone.num_patches
+        perm = None
+        if task.patch_shuffle:
+            images, perm = self.shuffle_patches(images)
+        cls, tokens = self.backbone(images, add_pos_embed=task.add_pos_embed)  # [B, D], [B, N, D]
+        if task.cls_to_patches and cls is not None:
+            tokens = tokens + cls[:, None]
+        out: dict[str, torch.Tensor] = {}
+        losses = []
+
+        def pair_target(table: torch.Tensor) -> torch.Tensor:
+            # [N, N] -> [B, N, N], following the shuffle when there is one
+            if perm is None:
+                return table.expand(b, n, n)
+            return table[perm[:, :, None], perm[:, None, :]]
+
+        if self.relation_head is not None:
+            logits = self.relation_head(tokens)  # [B, 9, N, N]
+            target = pair_target(self.rel_target)
+            per_pair = F.cross_entropy(logits, target, reduction="none", label_smoothing=task.relation_label_smoothing)
+            if task.relation_loss_dropout > 0:
+                per_pair = F.dropout(per_pair, task.relation_loss_dropout, training=self.training)
+            out["rel_loss"] = per_pair.mean()
+            out["rel_acc"] = (logits.argmax(1) == target).float().mean()
+            losses.append(out["rel_loss"])
+        if self.position_head is not None:
+            logits = self.position_head(tokens)  # [B, N, N]
+            target = self.pos_target.expand(b, n) if perm is None else perm
+            out["pos_loss"] = F.cross_entropy(logits.transpose(1, 2), target)
+            out["pos_acc"] = (logits.argmax(-1) == target).float().mean()
+            losses.append(out["pos_loss"])
+        for key, head, table in (("dist", self.distance_head, self.dist_target), ("angle", self.angle_head, self.angle_target)):
+            if head is not None:
+                out[f"{key}_loss"] = F.mse_loss(head(tokens)[:, 0], pair_target(table))
+                losses.append(out[f"{key}_loss"])
+        if self.classifier is not None:
+            logits = self.classifier(cls, tokens)
+            out["clf_loss"] = F.cross_entropy(logits, labels)
+            out["acc"] = (logits.argmax(-1) == labels).float().mean()
+            losses.append(out["clf_loss"])
+        if self.probe is not None:
+            logits = self.probe(None if cls is None else cls.detach(), tokens.detach())
+            out["probe_loss"] = F.cross_entropy(logits, labels)
+            out["probe_acc"] = (logits.argmax(-1) == labels).float().mean()
+        out["loss"] = torch.stack(losses).sum()
+        return out
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        images, labels = batch
+        out = self.compute_losses(images, labels)
+        # the probe learns from detached features: its loss joins the backward pass, not the total
+        loss = out["loss"] + out["probe_loss"] if "probe_loss" in out else out["loss"]
+        on_step = split == "train"
+        self.log_dict({f"{split}/{k}": v.detach() for k, v in out.items() if k != "loss"}, on_step=on_step, on_epoch=True,
+                      batch_size=images.shape[0], prog_bar=False, sync_dist=not on_step)
+        self.log(f"{split}/loss", out["loss"].detach(), on_step=on_step, on_epoch=True, batch_size=images.shape[0], prog_bar=True, sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    # ------------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES else decay).append(param)
+        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the composed run config, as plain containers, so evaluate.py can rebuild the run
+        checkpoint["relvit_config"] = self.run_config

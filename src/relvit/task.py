@@ -1,0 +1,53 @@
+"""What a training task asks of the model: which targets and heads, and how its runs are judged."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+TASK_NAMES = ("upstream", "downstream", "joint", "megapatch")
+MONITOR_MODES = ("min", "max")
+CLASSIFIER_POOLS = ("auto", "cls", "mean", "flatten")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The ``task`` config group as a typed record (see conf/task/*.yaml for what each key means)."""
+
+    name: str
+    supervised: bool
+    relations: bool
+    positions: bool
+    distances: bool = False
+    angles: bool = False
+    add_pos_embed: bool = True
+    patch_shuffle: bool = False
+    online_probe: bool = False
+    relation_label_smoothing: float = 0.0
+    relation_loss_dropout: float = 0.0
+    cls_to_patches: bool = False
+    freeze_backbone: bool = False
+    classifier_pool: str = "auto"
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TaskSpec":
+        """Build from the ``task`` node, ignoring keys that configure other parts (patch_augment)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(cfg).items() if k in known})
+
+    def __post_init__(self):
+        if self.name not in TASK_NAMES:
+            raise ValueError(f"task.name must be one of {TASK_NAMES}, got {self.name!r}")
+        if not (self.supervised or self.relations or self.positions or self.distances or self.angles):
+            raise ValueError(f"task {self.name!r} enables no loss: set one of supervised, relations, positions, distances, angles")
+        if self.monitor_mode not in MONITOR_MODES:
+            raise ValueError(f"task.monitor_mode must be one of {MONITOR_MODES}, got {self.monitor_mode!r}")
+        if self.classifier_pool not in CLASSIFIER_POOLS:
+            raise ValueError(f"task.classifier_pool must be one of {CLASSIFIER_POOLS}, got {self.classifier_pool!r}")
+        if not 0.0 <= self.relation_label_smoothing < 1.0:
+            raise ValueError(f"task.relation_label_smoothing must lie in [0, 1), got {self.relation_label_smoothing}")
+        if not 0.0 <= self.relation_loss_dropout < 1.0:
+            raise ValueError(f"task.relation_loss_dropout must lie in [0, 1), got {self.relation_loss_dropout}")
+        if self.freeze_backbone and not self.supervised:
+            raise ValueError("task.freeze_backbone=true trains nothing without a supervised head (set task.supervised=true)")

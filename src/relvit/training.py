@@ -1,0 +1,116 @@
+"""One training run from a composed config: build, fit, judge the best checkpoint, report."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
+from relvit.config_checks import check_config
+from relvit.data.datamodule import RelViTDataModule
+from relvit.module import RelViTModule
+from relvit.task import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything a run is made of, built from the config before any training starts."""
+
+    cfg: DictConfig
+    datamodule: RelViTDataModule
+    module: RelViTModule
+
+
+def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
+    """Check the config, then build and set up data and model (data problems surface here)."""
+    check_config(cfg)
+    datamodule: RelViTDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    backbone = instantiate(cfg.backbone)
+    module = RelViTModule(
+        backbone=backbone,
+        task=TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True)),
+        num_classes=datamodule.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
+        # saved unresolved, so that paths and interpolations follow the evaluating run's overrides
+        run_config=run_config if run_config is not None else OmegaConf.to_container(cfg, resolve=False),
+    )
+    return Run(cfg, datamodule, module)
+
+
+def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def restore_weights(module: L.LightningModule, ckpt_path: str | Path) -> None:
+    """Load a checkpoint of this module (weights only, strict)."""
+    module.load_state_dict(state_dict_of(read_checkpoint(ckpt_path)))
+
+
+def evaluate_splits(trainer: L.Trainer, run: Run, splits: list[str]) -> dict[str, dict[str, float]]:
+    """Metrics of ``run.module`` on each split the data has: {"val": {...}, "test": {...}}."""
+    results = {}
+    for split in splits:
+        if split not in run.datamodule.splits:
+            continue
+        loop = trainer.validate if split == "val" else trainer.test
+        out = loop(run.module, datamodule=run.datamodule, verbose=False)
+        results[split] = {k: float(v) for k, v in out[0].items()}
+    return results
+
+
+def check_fresh_output_dir(output_dir: Path) -> None:
+    """Refuse to write a run where another run's results already are."""
+    for name in ("checkpoints", "metrics.json"):
+        if (output_dir / name).exists():
+            raise FileExistsError(f"{output_dir} already holds a run ({name}); choose a new output dir")
+
+
+def format_table(metrics: dict[str, dict[str, float]]) -> str:
+    """A short aligned table: one row per metric, one column per split."""
+    splits = list(metrics)
+    names = sorted({k.split("/", 1)[1] for split in splits for k in metrics[split]})
+    rows = [["metric", *splits]]
+    for name in names:
+        rows.append([name, *(f"{metrics[s].get(f'{s}/{name}', float('nan')):.4f}" for s in splits)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit one run into ``cfg.paths.output_dir`` and return the metrics of its best checkpoint."""
+    output_dir = Path(cfg.paths.output_dir)
+    check_fresh_output_dir(output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run = build(cfg)
+    if cfg.get("pretrained"):
+        load_pretrained(run.module, cfg.pretrained)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer = make_trainer(cfg)
+    trainer.fit(run.module, datamodule=run.datamodule)
+    if trainer.fast_dev_run:
+        return {}
+    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    restore_weights(run.module, best)
+    metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
+    summary = {"task": cfg.task.name, "best_checkpoint": str(best), "output_dir": str(output_dir),
+               "monitor": cfg.task.monitor, **metrics}
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nrun dir: {output_dir}\nbest checkpoint: {best}\n{format_table(metrics)}\n", flush=True)
+    return summary
