@@ -1,0 +1,1 @@
+"""Encoders that turn images into a grid of patch tokens."""

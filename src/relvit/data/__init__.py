@@ -1,0 +1,1 @@
+"""Datasets, splits, loaders and the on-device batch pipeline."""

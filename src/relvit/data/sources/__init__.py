@@ -1,0 +1,1 @@
+"""Where each dataset's images and labels come from."""
