@@ -12,11 +12,14 @@ class TokenBackbone(nn.Module):
       embed_dim      width D of the tokens handed to the heads
       grid_size      side G of the patch-token grid the SSL heads see (N = G * G tokens)
       has_cls_token  whether ``forward`` returns a CLS token
+    and may override ``pool_without_cls``, how a classifier reads a backbone without CLS token
+    ("flatten": all patch tokens, as the original ViT ablation; "mean": their average).
     """
 
     embed_dim: int
     grid_size: int
     has_cls_token: bool
+    pool_without_cls: str = "flatten"
 
     @property
     def num_patches(self) -> int:
