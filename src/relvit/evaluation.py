@@ -33,7 +33,9 @@ def saved_config_with_overrides(saved: dict[str, Any], cfg: DictConfig, override
     return merged
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.splits``; ``overrides`` are the command line's (by default
+    read from Hydra) and pick which keys of ``cfg`` replace the saved ones."""
     bad = [s for s in cfg.splits if s not in VALID_SPLITS]
     if bad:
         raise ConfigError(f"splits={list(cfg.splits)} is invalid: each split must be one of {VALID_SPLITS}")
@@ -41,7 +43,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     saved = content.get("relvit_config")
     if not saved:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is invalid: it holds no saved run config; pass a checkpoint written by train.py")
-    run_cfg = saved_config_with_overrides(saved, cfg, list(HydraConfig.get().overrides.task))
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task)
+    run_cfg = saved_config_with_overrides(saved, cfg, overrides)
     run = build(run_cfg, run_config=saved)
     run.module.load_state_dict(state_dict_of(content))
     trainer = instantiate(run_cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)

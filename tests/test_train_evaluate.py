@@ -1,0 +1,148 @@
+"""End to end on the embedded digits with a tiny ViT: train, warm-start, evaluate, repeat."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from relvit.checkpoints import UnsafeCheckpointError, load_pretrained, read_checkpoint, state_dict_of
+from relvit.config_checks import ConfigError
+from relvit.evaluation import evaluate
+from relvit.training import build, train
+
+from conftest import REPO, TINY, compose_config
+
+
+@pytest.fixture(scope="module")
+def upstream_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("up")
+    cfg = compose_config(tmp, [*TINY, "task=upstream"])
+    return tmp, cfg, train(cfg)
+
+
+def test_a_run_writes_its_outputs(upstream_run):
+    tmp, cfg, summary = upstream_run
+    out = tmp / "run"
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "config.yaml").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["task"] == "upstream"
+    assert {"val/rel_acc", "val/pos_acc", "val/loss"} <= set(written["val"])
+    assert {"test/rel_acc", "test/loss"} <= set(written["test"])
+    assert summary["val"] == written["val"]
+
+
+def test_validation_writes_embedding_images(upstream_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tmp, _, _ = upstream_run
+    events = EventAccumulator(str(tmp / "run" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert "embeddings/position_similarity" in tags and "embeddings/patch_filters" in tags
+    scalars = events.Tags()["scalars"]
+    assert "val/rel_acc" in scalars and any(t.startswith("lr-") for t in scalars)
+
+
+def test_checkpoints_load_without_code_and_hold_the_config(upstream_run):
+    tmp, _, _ = upstream_run
+    content = read_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt")
+    assert content["relvit_config"]["task"]["name"] == "upstream"
+
+
+def test_downstream_carries_the_upstream_backbone(upstream_run, tiny_cfg):
+    tmp, _, summary = upstream_run
+    best = summary["best_checkpoint"]
+    run = build(tiny_cfg("task=downstream"))
+    report = load_pretrained(run.module, best)
+    saved = state_dict_of(read_checkpoint(best))
+    own = run.module.state_dict()
+    backbone_keys = [k for k in saved if k.startswith("backbone.")]
+    assert backbone_keys and all(torch.equal(own[k], saved[k]) for k in backbone_keys)
+    assert set(backbone_keys) <= set(report.loaded)
+    assert any(k.startswith("relation_head.") for k in report.unexpected)  # a head downstream lacks
+    assert any(k.startswith("classifier.") for k in report.missing)
+
+
+def test_shape_mismatches_are_skipped_and_reported(upstream_run, tiny_cfg):
+    _, _, summary = upstream_run
+    run = build(tiny_cfg("task=downstream", "dataset.image_size=24"))  # 6 x 6 grid: new pos_embed shape
+    report = load_pretrained(run.module, summary["best_checkpoint"])
+    assert any(k.startswith("backbone.vit.pos_embed") for k in report.shape_mismatch)
+    assert "backbone.vit.blocks.0.attn.qkv.weight" in report.loaded
+
+
+def test_evaluate_reproduces_the_training_metrics(upstream_run, tmp_path):
+    _, _, summary = upstream_run
+    cfg = compose_config(tmp_path, [f"ckpt_path={summary['best_checkpoint']}"], config_name="evaluate")
+    result = evaluate(cfg, overrides=[])
+    for split in ("val", "test"):
+        for key, value in summary[split].items():
+            assert result[split][key] == pytest.approx(value, abs=1e-6), key
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] == result["test"]
+
+
+def test_same_seed_same_metrics(tiny_cfg):
+    first = train(tiny_cfg("task=joint", output="a"))
+    second = train(tiny_cfg("task=joint", output="b"))
+    assert first["val"] == second["val"] and first["test"] == second["test"]
+
+
+def test_a_run_never_writes_into_another_runs_dir(upstream_run):
+    tmp, cfg, _ = upstream_run
+    before = (tmp / "run" / "metrics.json").read_text()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(cfg)
+    assert (tmp / "run" / "metrics.json").read_text() == before
+
+
+def test_bad_values_are_named(tiny_cfg):
+    with pytest.raises(ConfigError, match=r"dataset\.patch_size=5 .*multiple"):
+        build(tiny_cfg("dataset.patch_size=5"))
+    with pytest.raises(ConfigError, match=r"optimizer\.lr=-1"):
+        build(tiny_cfg("optimizer.lr=-1"))
+    with pytest.raises(ConfigError, match=r"task.*monitor_mode"):
+        build(tiny_cfg("task.monitor_mode=up"))
+    with pytest.raises(ConfigError, match=r"pretrained="):
+        build(tiny_cfg("pretrained=/no/such/file.ckpt"))
+
+
+def test_code_bearing_checkpoints_are_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": ConfigError("not a tensor")}, path)
+    with pytest.raises(UnsafeCheckpointError, match="arbitrary code"):
+        read_checkpoint(path)
+
+
+def run_cli(script, *args, cwd):
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_reports_a_bad_value_in_one_line(tmp_path):
+    done = run_cli("train.py", "dataset.patch_size=5", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "dataset.patch_size=5" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "outputs" / "upstream" / "runs").exists() or not list((tmp_path / "outputs").rglob("*.ckpt"))
+
+
+def test_cli_lists_valid_options_of_a_group(tmp_path):
+    done = run_cli("train.py", "backbone=vit_huge", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "vit_small" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_two_phase_recipe_prints_test_accuracy(tmp_path):
+    tiny = [o for o in TINY if not o.startswith("backbone=")]
+    done = run_cli("train.py", "experiment=quickstart", *tiny, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "final test accuracy:" in done.stdout
+    (run_dir,) = list((tmp_path / "outputs" / "upstream" / "runs").iterdir())
+    up = json.loads((run_dir / "metrics.json").read_text())
+    down = json.loads((run_dir / "finetune" / "metrics.json").read_text())
+    assert up["task"] == "upstream" and down["task"] == "downstream"
+    assert "test/acc" in down["test"]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
