@@ -1,0 +1,173 @@
+"""Images per second of the RelViT upstream input pipeline on the CPU.
+
+Times the batched pipeline (uint8 batch -> random crop with padding 4 + horizontal flip -> float
+[0, 1] -> PatchAugment -> per-channel normalisation) on real CIFAR-10 images at 32 px with 4 px
+patches and, upsampled, at 224 px with 32 px patches; next to each, a reference that augments patch
+by patch with torchvision transforms as the original RelViT code did, on one thread. The last line
+is the per-core speed-up at 32 px. See docs/data_pipeline.md.
+
+    python benchmarks/data_pipeline.py [--images 4096] [--batch-size 256] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed or not
+
+from relvit.data.patch_augment import CROP_SHRINK, PatchAugment  # noqa: E402
+
+# CIFAR-10 channel statistics, the normalisation of the upstream runs.
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+OPS = "colJitter:0.8-grayScale:0.2"
+PAD = 4
+
+
+def load_cifar(data_dir: Path, archive: Path, count: int) -> torch.Tensor:
+    """uint8 [count, 3, 32, 32] CIFAR-10 training images, taken evenly across the classes."""
+    train = data_dir / "train"
+    if not train.is_dir():
+        if not archive.is_file():
+            sys.exit(f"no CIFAR-10 images in {train} and no archive at {archive} (see ../shared/data/README.md)")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        print(f"unpacking {archive} into {data_dir}", flush=True)
+        subprocess.run(["tar", "-xJf", str(archive), "-C", str(data_dir)], check=True)
+    paths = sorted(train.glob("*/*.jpg"))
+    if len(paths) < count:
+        sys.exit(f"{train} holds {len(paths)} images, fewer than the {count} asked for")
+    step = len(paths) // count
+    return torch.stack([decode_jpeg(read_file(str(p)), mode=ImageReadMode.RGB) for p in paths[::step][:count]])
+
+
+def crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random crop of the zero-padded image and horizontal flip; [B, C, H, W] -> same."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # [B, C, 2 pad + 1, 2 pad + 1, H, W], a view
+    top, left = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator)
+    x = windows[torch.arange(batch), :, top, left]  # [B, C, H, W]
+    flip = torch.rand(batch, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def batched_pipeline(images: torch.Tensor, augment: PatchAugment, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> normalised float [B, 3, H, W]."""
+    # Cropping and flipping commute with the float conversion; on uint8 they move 4x fewer bytes.
+    x = crop_flip(images, PAD, generator).float().div_(255.0)
+    x = augment(x, generator)
+    mean = torch.tensor(MEAN)[:, None, None]
+    std = torch.tensor(STD)[:, None, None]
+    return x.sub_(mean).div_(std)
+
+
+def make_reference(image_size: int, patch_size: int):
+    """The original's way: torchvision transforms on one image, then on each of its patches in turn."""
+    image_tf = T.Compose([T.RandomCrop(image_size, padding=PAD), T.RandomHorizontalFlip()])
+    patch_tf = T.Compose([
+        T.RandomCrop(round(patch_size / CROP_SHRINK)),
+        T.Resize(patch_size, antialias=True),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(0.2),
+    ])
+    normalise = T.Normalize(MEAN, STD)
+    grid = image_size // patch_size
+
+    def run(image: torch.Tensor) -> torch.Tensor:
+        x = image_tf(image.float() / 255.0)
+        patches = [
+            patch_tf(x[:, i : i + patch_size, j : j + patch_size])
+            for i in range(0, image_size, patch_size)
+            for j in range(0, image_size, patch_size)
+        ]
+        # [N, 3, P, P] -> [3, H, W]
+        out = torch.stack(patches).reshape(grid, grid, 3, patch_size, patch_size)
+        out = out.permute(2, 0, 3, 1, 4).reshape(3, image_size, image_size)
+        return normalise(out)
+
+    return run
+
+
+def time_batched(images: torch.Tensor, patch_size: int, batch_size: int) -> float:
+    """Images per second of the batched pipeline over ``images`` (after one warm-up batch)."""
+    augment = PatchAugment(patch_size, OPS, crop="random", mean=MEAN, std=STD)
+    generator = torch.Generator().manual_seed(0)
+    batched_pipeline(images[:batch_size], augment, generator)
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        batched_pipeline(images[i : i + batch_size], augment, generator)
+    return len(images) / (time.perf_counter() - start)
+
+
+def time_reference(images: torch.Tensor, patch_size: int) -> float:
+    """Images per second of the per-patch torchvision reference on one thread."""
+    run = make_reference(images.shape[-1], patch_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(images[0])
+        start = time.perf_counter()
+        for image in images:
+            run(image)
+        return len(images) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def report(label: str, images: torch.Tensor, patch_size: int, batch_size: int, ref_count: int) -> float:
+    """Print both figures for one image size; returns the per-core speed-up."""
+    threads = torch.get_num_threads()
+    ref_count = min(ref_count, len(images))
+    batched = time_batched(images, patch_size, batch_size)
+    reference = time_reference(images[:ref_count], patch_size)
+    ratio = batched / threads / reference
+    print(f"{label}: {images.shape[-1]} px images, {patch_size} px patches, crop=random, ops={OPS}")
+    print(f"  batched   {len(images):5d} images, batch {batch_size:3d}: {batched:9.1f} img/s, "
+          f"{batched / threads:9.1f} img/s per thread ({threads} threads)")
+    print(f"  reference {ref_count:5d} images, per patch  : {reference:9.1f} img/s per core (1 thread)")
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4096, help="images timed at 32 px")
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size at 32 px")
+    parser.add_argument("--images-224", type=int, default=256, help="images timed at 224 px")
+    parser.add_argument("--batch-size-224", type=int, default=32, help="batch size at 224 px")
+    parser.add_argument("--reference-images", type=int, nargs=2, default=(200, 20), metavar=("N32", "N224"),
+                        help="images the per-patch reference runs on at 32 and 224 px")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the batched pipeline")
+    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "cifar10-jpeg")
+    parser.add_argument("--archive", type=Path, default=REPO / ".." / "shared" / "data" / "cifar10-train-jpeg.tar.xz")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    images = load_cifar(args.data_dir, args.archive, max(args.images, args.images_224))
+    images_32 = images[: args.images]
+    images_224 = F.interpolate(images[: args.images_224].float(), size=224, mode="bilinear", antialias=True)
+    images_224 = images_224.round_().clamp_(0, 255).to(torch.uint8)
+    # Other processes on the machine distort the figures, the multi-threaded ones most: say how busy it was.
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads for the batched pipeline, "
+          f"{os.cpu_count()} CPUs, load average {load:.2f} before the timings")
+
+    ratio_224 = report("224px", images_224, 32, args.batch_size_224, args.reference_images[1])
+    ratio_32 = report("32px", images_32, 4, args.batch_size, args.reference_images[0])
+    print(f"ratio_224px_per_core: {ratio_224:.1f}")
+    print(f"ratio_32px_per_core: {ratio_32:.1f}")
+
+
+if __name__ == "__main__":
+    main()

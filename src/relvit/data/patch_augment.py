@@ -1,0 +1,322 @@
+"""Per-patch augmentation of RelViT upstream pre-training, batched over images and patches.
+
+RelViT augments every P x P patch of a training image on its own (crop, colour jitter, grayscale,
+optionally noise), so that the network must place patches from their content rather than from
+low-level continuity across patch borders. The original looped in Python over every patch with
+torchvision transforms. Here the M = B * N patches of a batch form one [M, 3, P, P] tensor, every
+random draw is a per-patch tensor, and each op runs once per batch on the images' device with the
+same maths as the torchvision op (checked op by op in tests/data/test_patch_augment.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+OP_NAMES = ("colJitter", "grayScale", "randomNoise")
+CROP_MODES = ("random", "centCrop", "none")
+
+# The crop keeps a side of P / 1.15 of the patch, as in the original.
+CROP_SHRINK = 1.15
+# ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1): uniform ranges of the three
+# factors and of the hue shift.
+JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
+# centCrop: RandomResizedCrop(P, scale=(0.85, 0.85)) with torchvision's default ratio range and
+# number of attempts before its fallback to the whole (centre-cropped) region.
+CENT_CROP_SCALE = 0.85
+CENT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+CENT_CROP_ATTEMPTS = 10
+
+# ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
+_LUMA = (0.2989, 0.587, 0.114)
+
+
+def parse_ops(spec: str | Sequence[str]) -> dict[str, float]:
+    """``"colJitter:0.8-grayScale:0.2"`` or ``["colJitter:0.8", "grayScale:0.2"]`` -> ``{name: probability}``.
+
+    The order of the spec is the order the ops are applied in; an empty spec means no colour op.
+    """
+    items = (spec.split("-") if spec else []) if isinstance(spec, str) else list(spec)
+    ops: dict[str, float] = {}
+    for item in items:
+        name, sep, prob_text = str(item).partition(":")
+        if name not in OP_NAMES or not sep:
+            raise ValueError(
+                f"bad patch augmentation {item!r}: expected 'name:probability' with name one of {list(OP_NAMES)}"
+            )
+        try:
+            prob = float(prob_text)
+        except ValueError:
+            prob = math.nan
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"bad patch augmentation {item!r}: the probability must be a number in [0, 1]")
+        if name in ops:
+            raise ValueError(f"bad patch augmentation {item!r}: {name} is given twice")
+        ops[name] = prob
+    return ops
+
+
+@dataclass
+class PatchParams:
+    """Random draws for M = B * grid_h * grid_w patches, ordered image by image, row-major within an image."""
+
+    crop_box: Tensor | None  # int64 [M, 4]: top, left, height, width inside the patch; None when crop="none"
+    jitter: Tensor  # bool [M]: colour jitter applied
+    jitter_order: Tensor  # int64 [M, 4]: op at each position, 0 brightness, 1 contrast, 2 saturation, 3 hue
+    jitter_factors: Tensor  # float32 [M, 4]: brightness, contrast, saturation factors and hue shift
+    gray: Tensor  # bool [M]
+    noise: Tensor  # bool [M]
+    noise_values: Tensor | None  # float32 [M, 3, P, P] in [0, 1]-image units; None without randomNoise
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched ops on patches [M, 3, P, P] with per-patch parameters [M]
+
+
+def _per_patch(values: Tensor) -> Tensor:
+    """[M] -> [M, 1, 1, 1], to broadcast over channels and pixels."""
+    return values[:, None, None, None]
+
+
+def _luma(x: Tensor) -> Tensor:
+    """[M, 3, P, P] -> [M, 1, P, P]."""
+    r, g, b = x.unbind(dim=1)
+    return (r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]).unsqueeze(1)
+
+
+def to_grayscale(x: Tensor) -> Tensor:
+    """[M, 3, P, P] -> [M, 3, P, P] with the luma in all three channels."""
+    return _luma(x).expand_as(x)
+
+
+def adjust_tone(x: Tensor, op: Tensor, factor: Tensor) -> Tensor:
+    """Brightness (op 0), contrast (op 1) or saturation (op 2), chosen per patch, as torchvision's.
+
+    x [M, 3, P, P], op int64 [M], factor [M] -> [M, 3, P, P]. All three are clamp(x * f + g * (1 - f))
+    with g = 0, the patch's mean luma or the pixel's luma, so one blend serves every patch; a factor
+    of 1 is an exact identity for images in [0, 1].
+    """
+    op, f = _per_patch(op), _per_patch(factor)
+    luma = _luma(x)  # [M, 1, P, P]
+    mean = luma.mean(dim=(-2, -1), keepdim=True)  # [M, 1, 1, 1]
+    # g * (1 - f) as luma * a + b with per-patch a, b: only [M, 1, P, P] work before the one full blend.
+    a = (op == 2) * (1.0 - f)
+    b = (op == 1) * (1.0 - f) * mean
+    return torch.addcmul(luma * a + b, x, f).clamp_(0.0, 1.0)
+
+
+def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    """Rotate the hue by ``shift`` turns, as torchvision's adjust_hue; x [M, 3, P, P], shift [M] -> [M, 3, P, P].
+
+    The hue is kept in sixths of a turn, h in [0, 6), with red, green and blue at 0, 2 and 4. Back to
+    RGB, a channel is max - (max - min) * clamp(d - 1, 0, 1) with d the circular distance from h to
+    the channel's own hue: torchvision's HSV sector table in closed form (no gather, no saturation
+    division, since v * s = max - min).
+    """
+    r, g, b = x.unbind(dim=1)
+    minc, maxc = torch.aminmax(x, dim=1)  # [M, P, P]
+    spread = maxc - minc
+    red_max, green_max = maxc == r, maxc == g
+    # Grey pixels (spread 0) have numerator 0, so any nonzero divisor gives them hue 0.
+    num = torch.where(red_max, g - b, torch.where(green_max, b - r, r - g))
+    sector = torch.where(red_max, 0.0, torch.where(green_max, 2.0, 4.0))
+    hue = sector + num / torch.where(spread == 0, 1.0, spread)  # [M, P, P], in [-1, 5]
+    hue = (hue + 6.0 * shift[:, None, None]).remainder_(6.0)
+
+    centre = torch.arange(0.0, 6.0, 2.0, device=x.device, dtype=x.dtype)[:, None, None]  # [3, 1, 1]: 0, 2, 4
+    dist = (hue.unsqueeze(1) - centre).abs_()  # [M, 3, P, P], in [0, 6)
+    ramp = torch.minimum(dist - 1.0, 5.0 - dist).clamp_(0.0, 1.0)
+    return torch.addcmul(maxc.unsqueeze(1), spread.unsqueeze(1), ramp, value=-1.0)
+
+
+def color_jitter(x: Tensor, order: Tensor, factors: Tensor) -> Tensor:
+    """torchvision ColorJitter with a per-patch op order; x [M, 3, P, P], order [M, 4], factors [M, 4].
+
+    order[m] is a permutation of 0 brightness, 1 contrast, 2 saturation, 3 hue; factors[m] holds the
+    three factors and the hue shift. Shapes must stay static (no gathering of patches, no device
+    syncs), so the sequence runs as three tone slots, the hue, three tone slots: the tone ops before
+    the patch's hue act in the first three slots, those after it in the last three, and an unused
+    slot has factor 1. That costs one hue per patch instead of one per order position.
+    """
+    hue_pos = (order == 3).long().argmax(dim=1, keepdim=True)  # [M, 1]
+    slot = torch.arange(3, device=order.device)
+    before = slot < hue_pos  # [M, 3]: tone slot j runs before the hue
+    tone_ops = torch.where(before, order[:, :3], order[:, 1:])  # [M, 3]: the tone ops in their order
+    tone_factors = factors.gather(1, tone_ops)
+    for j in range(3):
+        x = adjust_tone(x, tone_ops[:, j], torch.where(before[:, j], tone_factors[:, j], 1.0))
+    x = adjust_hue(x, factors[:, 3])
+    for j in range(3):
+        x = adjust_tone(x, tone_ops[:, j], torch.where(before[:, j], 1.0, tone_factors[:, j]))
+    return x
+
+
+def _sample_coords(start: Tensor, length: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """Normalised grid_sample coordinates resizing [start, start + length) of an axis back to ``size``.
+
+    start, length int64 [M] -> [M, size]. Half-pixel centres, clamped to the crop as torch's bilinear
+    upsampling clamps them (align_corners=False); the crop is never larger than the patch, so
+    torchvision's antialiasing never changes the weights.
+    """
+    pos = torch.arange(size, device=start.device, dtype=dtype)
+    length = length.to(dtype)[:, None]
+    src = ((pos + 0.5) * (length / size) - 0.5).clamp_(min=0.0).minimum(length - 1.0)
+    return (2.0 * (start[:, None] + src) + 1.0) / size - 1.0
+
+
+def crop_resize(x: Tensor, box: Tensor) -> Tensor:
+    """Crop each patch to its box and resize it back bilinearly, as torchvision's resized_crop.
+
+    x [M, C, P, P], box int64 [M, 4] (top, left, height, width) -> [M, C, P, P]. One grid_sample with a
+    per-patch grid: unlike batched matmuls of tiny matrices, its cost does not blow up at P = 4.
+    """
+    num, _, size, _ = x.shape
+    ys = _sample_coords(box[:, 0], box[:, 2], size, x.dtype)  # [M, P]
+    xs = _sample_coords(box[:, 1], box[:, 3], size, x.dtype)
+    grid = torch.stack([xs[:, None, :].expand(num, size, size), ys[:, :, None].expand(num, size, size)], dim=-1)
+    # Every sample point lies inside the patch; "border" only keeps rounding at the edge from blending in zeros.
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class PatchAugment(torch.nn.Module):
+    """Augment every patch of every image independently (RelViT upstream training).
+
+    patch_size: P, the side of the non-overlapping patch grid.
+    ops: colour ops with probabilities, ``"colJitter:0.8-grayScale:0.2"`` or a list of ``name:p``;
+        names colJitter (ColorJitter(0.4, 0.4, 0.4, 0.1)), grayScale (3-channel), randomNoise
+        (patch replaced by noise that is N(0, 1) after normalisation with mean/std); applied in order.
+        The noise leaves [0, 1] and the colour ops assume [0, 1], so randomNoise belongs last.
+    crop: "random" (crop of side round(P / 1.15) at a uniform offset), "centCrop" (centre crop of side
+        ceil(P / 1.15), then RandomResizedCrop(P, scale=(0.85, 0.85), ratio=(3/4, 4/3)) inside it) or
+        "none"; the crop is resized back to P x P and comes before the colour ops.
+    mean, std: the per-channel normalisation applied after this module; only randomNoise uses them.
+    """
+
+    def __init__(
+        self,
+        patch_size: int,
+        ops: str | Sequence[str] = "colJitter:0.8-grayScale:0.2",
+        crop: str = "random",
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ) -> None:
+        super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be positive, got {patch_size}")
+        if crop not in CROP_MODES:
+            raise ValueError(f"bad crop {crop!r}: expected one of {list(CROP_MODES)}")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {list(mean)} and {list(std)}")
+        self.patch_size = patch_size
+        self.ops = parse_ops(ops)
+        self.crop = crop
+        # Python floats, not buffers: no host-to-device copy per call, whatever device the images are on.
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def extra_repr(self) -> str:
+        return f"patch_size={self.patch_size}, ops={self.ops}, crop={self.crop!r}"
+
+    def _crop_boxes(self, num: int, device: torch.device, generator: torch.Generator | None) -> Tensor | None:
+        """int64 [num, 4] boxes (top, left, height, width) inside a patch, or None for crop="none"."""
+        p = self.patch_size
+        if self.crop == "none":
+            return None
+        if self.crop == "random":
+            side = round(p / CROP_SHRINK)
+            offsets = torch.randint(0, p - side + 1, (num, 2), device=device, generator=generator)
+            return torch.cat([offsets, torch.full_like(offsets, side)], dim=1)
+
+        # centCrop: every RandomResizedCrop attempt is drawn at once; a patch keeps its first
+        # valid one and falls back to the whole centre region when none is valid, as torchvision.
+        region = math.ceil(p / CROP_SHRINK)
+        anchor = int(round((p - region) / 2.0))
+        log_lo, log_hi = math.log(CENT_CROP_RATIO[0]), math.log(CENT_CROP_RATIO[1])
+        u = torch.rand(num, CENT_CROP_ATTEMPTS, device=device, generator=generator)
+        ratio = torch.exp(log_lo + (log_hi - log_lo) * u)  # [num, attempts]
+        area = CENT_CROP_SCALE * region * region
+        w = torch.sqrt(area * ratio).round().long()
+        h = torch.sqrt(area / ratio).round().long()
+        valid = (w > 0) & (w <= region) & (h > 0) & (h <= region)
+        first = valid.long().argmax(dim=1, keepdim=True)  # [num, 1]; 0 when no attempt is valid
+        found = valid.any(dim=1)
+        w = torch.where(found, w.gather(1, first)[:, 0], region)
+        h = torch.where(found, h.gather(1, first)[:, 0], region)
+        size = torch.stack([h, w], dim=1)  # [num, 2]
+        # Uniform integer offset in [0, region - size] per patch.
+        u = torch.rand(num, 2, device=device, generator=generator)
+        offsets = (u * (region - size + 1)).floor().long().clamp_(max=region - size)
+        return torch.cat([anchor + offsets, size], dim=1)
+
+    def sample_params(
+        self,
+        batch: int,
+        grid_h: int,
+        grid_w: int,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> PatchParams:
+        """Draw the parameters of every patch of ``batch`` images with a grid_h x grid_w patch grid."""
+        num = batch * grid_h * grid_w
+        p = self.patch_size
+
+        def bernoulli(prob: float) -> Tensor:
+            return torch.rand(num, device=device, generator=generator) < prob
+
+        crop_box = self._crop_boxes(num, device, generator)
+        jitter = bernoulli(self.ops.get("colJitter", 0.0))
+        # A random permutation per patch: argsort of i.i.d. uniforms.
+        order = torch.rand(num, 4, device=device, generator=generator).argsort(dim=1)
+        u = torch.rand(num, 4, device=device, generator=generator)
+        factors = torch.stack([lo + (hi - lo) * u[:, k] for k, (lo, hi) in enumerate(JITTER_RANGES)], dim=1)
+        gray = bernoulli(self.ops.get("grayScale", 0.0))
+        noise = bernoulli(self.ops.get("randomNoise", 0.0))
+        noise_values = None
+        if "randomNoise" in self.ops:
+            noise_values = torch.randn(num, 3, p, p, device=device, generator=generator)
+            for c in range(3):
+                noise_values[:, c].mul_(self.std[c]).add_(self.mean[c])
+        return PatchParams(crop_box, jitter, order, factors, gray, noise, noise_values)
+
+    def apply(self, images: Tensor, params: PatchParams) -> Tensor:
+        """images float [B, 3, H, W] in [0, 1] and their patches' parameters -> [B, 3, H, W]."""
+        if not images.is_floating_point():
+            raise TypeError(f"PatchAugment needs float images in [0, 1], got {images.dtype}")
+        batch, channels, height, width = images.shape
+        p = self.patch_size
+        if channels != 3 or height % p or width % p:
+            raise ValueError(
+                f"PatchAugment needs [B, 3, H, W] images with H and W multiples of {p}, got {list(images.shape)}"
+            )
+        gh, gw = height // p, width // p
+        # Half precision inputs are augmented in float32, as torchvision's hue does.
+        dtype = torch.promote_types(images.dtype, torch.float32)
+        x = images.to(dtype).reshape(batch, 3, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, p, p)
+
+        if params.crop_box is not None:
+            x = crop_resize(x, params.crop_box)
+        for name in self.ops:
+            if name == "colJitter":
+                jittered = color_jitter(x, params.jitter_order, params.jitter_factors.to(dtype))
+                x = torch.where(_per_patch(params.jitter), jittered, x)
+            elif name == "grayScale":
+                x = torch.where(_per_patch(params.gray), to_grayscale(x), x)
+            elif name == "randomNoise":
+                x = torch.where(_per_patch(params.noise), params.noise_values.to(dtype), x)
+
+        x = x.reshape(batch, gh, gw, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(batch, 3, height, width)
+        return x.to(images.dtype)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """images float [B, 3, H, W] in [0, 1] (H, W multiples of patch_size) -> same shape, device and dtype;
+        every patch of every image draws its own random parameters."""
+        batch, _, height, width = images.shape
+        p = self.patch_size
+        params = self.sample_params(batch, height // p, width // p, images.device, generator)
+        return self.apply(images, params)
