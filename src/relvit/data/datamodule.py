@@ -19,8 +19,8 @@ MODEL_SELECTION_SPLITS = ("val", "test")
 
 class RelViTDataModule(L.LightningDataModule):
     """Serves train / val / test batches of uint8 images and turns them, on the model's device, into
-    normalised float batches: image-level augmentation for in-memory data, then (training only) the
-    task's per-patch augmentation, then per-channel normalisation.
+    normalised float batches: image-level augmentation for in-memory data, the task's mega-patch
+    tiling (every split), its per-patch augmentation (training only), per-channel normalisation.
 
     A validation split is held out of the training data (stratified, fixed seed) when the source
     has none. ``select_on: test`` makes the "val" loader serve the test split instead: the
@@ -46,6 +46,7 @@ class RelViTDataModule(L.LightningDataModule):
         select_on: str = "val",
         in_memory_on_device: bool = True,
         patch_augment: torch.nn.Module | None = None,
+        megapatch: torch.nn.Module | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -65,9 +66,14 @@ class RelViTDataModule(L.LightningDataModule):
         self.select_on = select_on
         self.in_memory_on_device = in_memory_on_device
         self.patch_augment = patch_augment
+        self.megapatch = megapatch
         self.seed = seed
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
-        self.num_classes = len(source.classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Read from the source once its data is there (after ``prepare_data``)."""
+        return len(self.source.classes)
 
     def prepare_data(self) -> None:
         self.source.prepare()
@@ -136,10 +142,13 @@ class RelViTDataModule(L.LightningDataModule):
         return self.transform_batch(images, train), labels
 
     def transform_batch(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        """uint8 [B, 3, h, w] -> normalised float [B, 3, S, S] on the same device."""
+        """uint8 [B, 3, h, w] -> normalised float [B, 3, S, S] on the same device (S = side * patch
+        size with mega-patches)."""
         x = images.float().div_(255)
         if self.stored_in_memory:
             x = self.image_augment(x, train)
+        if self.megapatch is not None:
+            x = self.megapatch(x)
         if train and self.patch_augment is not None:
             x = self.patch_augment(x)
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
