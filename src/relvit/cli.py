@@ -10,6 +10,7 @@ from typing import Any, Callable
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from relvit.checkpoints import UnsafeCheckpointError
 from relvit.config_checks import ConfigError
@@ -17,7 +18,7 @@ from relvit.data.sources.base import DataNotFoundError
 
 log = logging.getLogger("relvit")
 
-USER_ERRORS = (ConfigError, DataNotFoundError, UnsafeCheckpointError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (ConfigError, DataNotFoundError, UnsafeCheckpointError, FileNotFoundError, FileExistsError, MissingMandatoryValue)
 
 
 def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -22,6 +22,10 @@ def _require(ok: bool, key: str, value: Any, valid: str) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that cannot work (keys absent from cfg are skipped)."""
     get = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+    if missing:
+        hint = " (the upstream checkpoint to start from)" if "pretrained" in missing else ""
+        raise ConfigError(f"{missing[0]} has no value{hint}: pass {missing[0]}=<value> on the command line")
     ds = cfg.dataset
     _require(isinstance(ds.image_size, int) and ds.image_size > 0, "dataset.image_size", ds.image_size, "a positive integer")
     _require(isinstance(ds.patch_size, int) and ds.patch_size > 0, "dataset.patch_size", ds.patch_size, "a positive integer")
@@ -55,6 +59,11 @@ def check_config(cfg: DictConfig) -> None:
     warm = get("scheduler.warmup_fraction")
     if warm is not None:
         _require(0.0 <= warm < 1.0, "scheduler.warmup_fraction", warm, "a fraction in [0, 1)")
+    side = get("task.megapatch.side")
+    if side is not None:
+        cells = ds.image_size // ds.patch_size
+        _require(isinstance(side, int) and 2 <= side <= cells, "task.megapatch.side", side,
+                 f"an integer from 2 to the patch grid side {cells} ({ds.image_size} px images, {ds.patch_size} px patches)")
     try:
         TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     except (TypeError, ValueError) as err:

@@ -9,12 +9,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import check_config
+from relvit.config_checks import ConfigError, check_config
 from relvit.data.datamodule import RelViTDataModule
 from relvit.module import RelViTModule
 from relvit.task import TaskSpec
@@ -31,13 +32,44 @@ class Run:
     module: RelViTModule
 
 
+def build_group(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Instantiate ``cfg[key]``; a constructor's ValueError becomes a ConfigError naming the group."""
+    try:
+        return instantiate(cfg[key], **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError)) and not isinstance(cause, ConfigError):
+            raise ConfigError(f"{key} ({cfg[key].get('_target_', key)}): {cause}") from None
+        raise cause if isinstance(cause, Exception) else err
+
+
 def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     """Check the config, then build and set up data and model (data problems surface here)."""
     check_config(cfg)
-    datamodule: RelViTDataModule = instantiate(cfg.data)
+    megapatch = cfg.task.get("megapatch")
+    if megapatch:
+        # the model sees the tiled image: side x side patches
+        cells = megapatch.side
+        backbone = build_group(cfg, "backbone", image_size=megapatch.side * cfg.dataset.patch_size)
+    else:
+        cells = cfg.dataset.image_size // cfg.dataset.patch_size
+        backbone = build_group(cfg, "backbone")
+    if backbone.grid_size != cells:
+        raise ConfigError(
+            f"dataset.patch_size={cfg.dataset.patch_size} is invalid for this backbone: the model sees "
+            f"{cells} x {cells} patches, but the backbone's SSL "
+            f"token grid is {backbone.grid_size} x {backbone.grid_size}; use "
+            f"dataset.patch_size={cfg.dataset.image_size // backbone.grid_size}"
+        )
+    datamodule: RelViTDataModule = build_group(cfg, "data")
     datamodule.prepare_data()
     datamodule.setup()
-    backbone = instantiate(cfg.backbone)
+    expected = cfg.dataset.get("num_classes")
+    if expected is not None and expected != datamodule.num_classes:
+        raise ConfigError(
+            f"dataset.num_classes={expected} is invalid: the data under {cfg.dataset.get('root')} has "
+            f"{datamodule.num_classes} classes (set dataset.num_classes={datamodule.num_classes} or null)"
+        )
     module = RelViTModule(
         backbone=backbone,
         task=TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True)),
@@ -99,6 +131,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run = build(cfg)
     if cfg.get("pretrained"):
         load_pretrained(run.module, cfg.pretrained)
+    elif cfg.task.name == "downstream":
+        log.warning("task=downstream without pretrained=<checkpoint>: training from scratch")
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer = make_trainer(cfg)
