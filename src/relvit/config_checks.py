@@ -37,12 +37,16 @@ def check_config(cfg: DictConfig) -> None:
         values = list(ds[key])
         _require(len(values) == 3, f"dataset.{key}", values, "three per-channel values")
     _require(all(s > 0 for s in ds.std), "dataset.std", list(ds.std), "positive values")
-    positive_ints = ("data.batch_size", "trainer.max_epochs", "backbone.depth", "backbone.num_heads", "backbone.embed_dim")
-    for key in positive_ints:
+    for key in ("data.batch_size", "trainer.max_epochs"):
         value = get(key)
         if value is not None:
             _require(isinstance(value, int) and value > 0, key, value, "a positive integer")
-    if get("backbone.embed_dim") and get("backbone.num_heads"):
+    # per-stage lists (Swin) are checked by their backbone
+    vit_sizes = {key: get(key) for key in ("backbone.depth", "backbone.num_heads", "backbone.embed_dim")}
+    for key, value in vit_sizes.items():
+        if value is not None and not OmegaConf.is_list(value):
+            _require(isinstance(value, int) and value > 0, key, value, "a positive integer")
+    if all(isinstance(v, int) for v in vit_sizes.values()):
         _require(cfg.backbone.embed_dim % cfg.backbone.num_heads == 0, "backbone.num_heads", cfg.backbone.num_heads,
                  f"it must divide backbone.embed_dim={cfg.backbone.embed_dim}")
     for key in ("backbone.drop_rate", "backbone.drop_path_rate"):

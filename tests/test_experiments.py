@@ -1,0 +1,59 @@
+"""Every experiment config composes and trains one batch (fast_dev_run) on fixture data written in
+its dataset's real layout."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from relvit.training import train
+
+from conftest import CONF, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def write_images(folder, count, size, rng, suffix):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:04d}{suffix}")
+
+
+@pytest.fixture(scope="module")
+def fixture_roots(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("data")
+    cifar = root / "cifar10"
+    for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]:
+        write_images(cifar / "train" / c, 4, 32, rng, ".jpg")
+    imagenet = root / "imagenet100"
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    for w in wnids:
+        write_images(imagenet / "train.X1" / w, 4, 64, rng, ".JPEG")
+        write_images(imagenet / "val.X" / w, 2, 64, rng, ".JPEG")
+    (imagenet / "Labels.json").write_text(json.dumps({w: f"class {i}" for i, w in enumerate(wnids)}))
+    return {"cifar10": cifar, "imagenet100": imagenet}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_one_batch(tmp_path, fixture_roots, name):
+    overrides = [f"experiment={name}", "debug=fast", "data.batch_size=2", "data.num_workers=0", "trainer.accelerator=cpu"]
+    cfg = compose_config(tmp_path, overrides)
+    base = str(cfg.dataset.root).rstrip("/").split("/")[-1]
+    if base in fixture_roots:
+        overrides += [f"dataset.root={fixture_roots[base]}", "dataset.num_classes=null"]
+    cfg = compose_config(tmp_path, overrides)
+    assert cfg.trainer.fast_dev_run
+    train(cfg)
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_experiments_keep_the_original_hyper_parameters(tmp_path):
+    up = compose_config(tmp_path, ["experiment=upstream_cifar10"])
+    assert (up.task.name, up.dataset.name, up.backbone.embed_dim, up.trainer.max_epochs) == ("upstream", "cifar10", 384, 100)
+    assert (up.optimizer.lr, up.optimizer.weight_decay, up.backbone.drop_path_rate, up.backbone.drop_rate) == (5e-4, 0.1, 0.1, 0.0)
+    assert up.seed == 35771 and up.trainer.gradient_clip_val == 1.0
+    swin = compose_config(tmp_path, ["experiment=downstream_only_swin_cifar10"])
+    assert (swin.task.name, swin.dataset.name, swin.data.batch_size, swin.seed) == ("joint", "cifar10_224", 64, 2022)
+    mega = compose_config(tmp_path, ["experiment=upstream_megapatch_imagenet100"])
+    assert (mega.task.name, mega.task.megapatch.side, mega.dataset.name) == ("megapatch", 6, "imagenet100")
