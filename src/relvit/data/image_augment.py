@@ -121,10 +121,13 @@ class BatchImageAugment(torch.nn.Module):
                     images = random_crop(images, self.crop_padding, generator)
             return random_hflip(images, generator) if self.hflip else images
         if self.eval_transform == "resize_center_crop":
+            # as torchvision: shorter side to image_size / 0.875, then the central crop
             h, w = images.shape[-2:]
-            side = CENTER_CROP_FRACTION * min(h, w)
-            box = torch.tensor([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2], device=images.device)
-            return crop_resize(images, box.expand(images.shape[0], 4), self.image_size)
+            short = round(self.image_size / CENTER_CROP_FRACTION)
+            rh, rw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+            images = F.interpolate(images, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+            top, left = int(round((rh - self.image_size) / 2)), int(round((rw - self.image_size) / 2))
+            return images[..., top : top + self.image_size, left : left + self.image_size]
         return self._resize(images, self.image_size)
 
     @staticmethod
