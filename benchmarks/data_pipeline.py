@@ -1,7 +1,7 @@
 """Images per second of the RelViT upstream input pipeline on the CPU.
 
-Times the batched pipeline (uint8 batch -> random crop with padding 4 + horizontal flip -> float
-[0, 1] -> PatchAugment -> per-channel normalisation) on real CIFAR-10 images at 32 px with 4 px
+Times the project's batched pipeline (relvit.data.batch_transform: uint8 batch -> random crop with
+padding 4 + horizontal flip -> float [0, 1] -> PatchAugment -> per-channel normalisation) on real CIFAR-10 images at 32 px with 4 px
 patches and, upsampled, at 224 px with 32 px patches; next to each, a reference that augments patch
 by patch with torchvision transforms as the original RelViT code did, on one thread. The last line
 is the per-core speed-up at 32 px. See docs/data_pipeline.md.
@@ -25,6 +25,8 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed or not
 
+from relvit.data.batch_transform import BatchTransform  # noqa: E402
+from relvit.data.image_augment import BatchImageAugment  # noqa: E402
 from relvit.data.patch_augment import CROP_SHRINK, PatchAugment  # noqa: E402
 
 # CIFAR-10 channel statistics, the normalisation of the upstream runs.
@@ -50,25 +52,11 @@ def load_cifar(data_dir: Path, archive: Path, count: int) -> torch.Tensor:
     return torch.stack([decode_jpeg(read_file(str(p)), mode=ImageReadMode.RGB) for p in paths[::step][:count]])
 
 
-def crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop of the zero-padded image and horizontal flip; [B, C, H, W] -> same."""
-    batch, _, height, width = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # [B, C, 2 pad + 1, 2 pad + 1, H, W], a view
-    top, left = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator)
-    x = windows[torch.arange(batch), :, top, left]  # [B, C, H, W]
-    flip = torch.rand(batch, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-def batched_pipeline(images: torch.Tensor, augment: PatchAugment, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> normalised float [B, 3, H, W]."""
-    # Cropping and flipping commute with the float conversion; on uint8 they move 4x fewer bytes.
-    x = crop_flip(images, PAD, generator).float().div_(255.0)
-    x = augment(x, generator)
-    mean = torch.tensor(MEAN)[:, None, None]
-    std = torch.tensor(STD)[:, None, None]
-    return x.sub_(mean).div_(std)
+def make_pipeline(image_size: int, patch_size: int) -> BatchTransform:
+    """The project's on-device pipeline of an upstream training batch, as the data module builds it."""
+    image_augment = BatchImageAugment(image_size, "crop_flip", "none", crop_padding=PAD, hflip=True)
+    patch_augment = PatchAugment(patch_size, OPS, crop="random", mean=MEAN, std=STD)
+    return BatchTransform(image_augment, MEAN, STD, patch_augment=patch_augment)
 
 
 def make_reference(image_size: int, patch_size: int):
@@ -100,12 +88,11 @@ def make_reference(image_size: int, patch_size: int):
 
 def time_batched(images: torch.Tensor, patch_size: int, batch_size: int) -> float:
     """Images per second of the batched pipeline over ``images`` (after one warm-up batch)."""
-    augment = PatchAugment(patch_size, OPS, crop="random", mean=MEAN, std=STD)
-    generator = torch.Generator().manual_seed(0)
-    batched_pipeline(images[:batch_size], augment, generator)
+    pipeline = make_pipeline(images.shape[-1], patch_size)
+    pipeline(images[:batch_size], train=True)
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        batched_pipeline(images[i : i + batch_size], augment, generator)
+        pipeline(images[i : i + batch_size], train=True)
     return len(images) / (time.perf_counter() - start)
 
 

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from relvit.data.batch_transform import BatchTransform
 from relvit.data.image_augment import BatchImageAugment
 from relvit.data.loaders import FileImageDataset, InMemoryLoader, TensorImageDataset, file_transform
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
@@ -55,8 +56,7 @@ class RelViTDataModule(L.LightningDataModule):
         self.source = source
         self.image_size = image_size
         self.image_augment = BatchImageAugment(image_size, train_transform, eval_transform, crop_padding, hflip)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.batch_transform = BatchTransform(self.image_augment, mean, std, patch_augment, megapatch)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -66,7 +66,6 @@ class RelViTDataModule(L.LightningDataModule):
         self.select_on = select_on
         self.in_memory_on_device = in_memory_on_device
         self.patch_augment = patch_augment
-        self.megapatch = megapatch
         self.seed = seed
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
 
@@ -144,14 +143,7 @@ class RelViTDataModule(L.LightningDataModule):
     def transform_batch(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 [B, 3, h, w] -> normalised float [B, 3, S, S] on the same device (S = side * patch
         size with mega-patches)."""
-        x = images.float().div_(255)
-        if self.stored_in_memory:
-            x = self.image_augment(x, train)
-        if self.megapatch is not None:
-            x = self.megapatch(x)
-        if train and self.patch_augment is not None:
-            x = self.patch_augment(x)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return self.batch_transform(images, train, augment_images=self.stored_in_memory)
 
 
 def _take(split: InMemorySplit | FileSplit, index: torch.Tensor) -> InMemorySplit | FileSplit:
