@@ -10,26 +10,14 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from relvit.backbones.swin import PUBLISHED_PARAMS_M as SWIN_PUBLISHED
 from relvit.backbones.swin import SwinBackbone
+from relvit.backbones.t2t_vit import PUBLISHED_PARAMS_M as T2T_PUBLISHED
 from relvit.backbones.t2t_vit import T2T_VIT_VARIANTS, T2TViTBackbone
 
 # Published sizes with a 1000-class head at 224 px, millions: ViT from timm's DeiT model cards,
 # Swin-T from timm's model card, T2T-ViT from the paper (ICCV 2021).
-PUBLISHED_M = {
-    "ViT-Tiny/16": 5.7,
-    "ViT-Small/16": 22.1,
-    "ViT-Base/16": 86.6,
-    "Swin-T": 28.3,
-    "t2t_vit_7": 4.3,
-    "t2t_vit_10": 5.9,
-    "t2t_vit_12": 6.9,
-    "t2t_vit_14": 21.5,
-    "t2t_vit_19": 39.2,
-    "t2t_vit_24": 64.1,
-    "t2t_vit_t_14": 21.5,
-    "t2t_vit_t_19": 39.2,
-    "t2t_vit_t_24": 64.1,
-}
+PUBLISHED_M = {"ViT-Tiny/16": 5.7, "ViT-Small/16": 22.1, "ViT-Base/16": 86.6, "Swin-T": SWIN_PUBLISHED, **T2T_PUBLISHED}
 VIT_SIZES = {"Tiny": (192, 3), "Small": (384, 6), "Base": (768, 12)}  # width, heads; depth 12, MLP ratio 4
 
 

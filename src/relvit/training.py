@@ -62,8 +62,11 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
             f"dataset.patch_size={cfg.dataset.image_size // backbone.grid_size}"
         )
     datamodule: RelViTDataModule = build_group(cfg, "data")
-    datamodule.prepare_data()
-    datamodule.setup()
+    try:
+        datamodule.prepare_data()
+        datamodule.setup()
+    except ValueError as err:  # a layout or class-list problem the source found in the data
+        raise ConfigError(f"dataset {cfg.dataset.name!r}: {err}") from None
     expected = cfg.dataset.get("num_classes")
     if expected is not None and expected != datamodule.num_classes:
         raise ConfigError(

@@ -5,23 +5,14 @@ import pytest
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
+from relvit.backbones.swin import PUBLISHED_PARAMS_M as SWIN_PUBLISHED
 from relvit.backbones.swin import SwinBackbone
+from relvit.backbones.t2t_vit import PUBLISHED_PARAMS_M as T2T_PUBLISHED
 from relvit.backbones.t2t_vit import T2T_VIT_VARIANTS, T2TViTBackbone
 
 # Published sizes with a 1000-class head, in millions, at the precision they were published:
 # T2T-ViT paper (ICCV 2021) Table; Swin-T from timm's model card (the Swin paper rounds to 28M).
-PUBLISHED_M = {
-    "t2t_vit_7": 4.3,
-    "t2t_vit_10": 5.9,
-    "t2t_vit_12": 6.9,
-    "t2t_vit_14": 21.5,
-    "t2t_vit_19": 39.2,
-    "t2t_vit_24": 64.1,
-    "t2t_vit_t_14": 21.5,
-    "t2t_vit_t_19": 39.2,
-    "t2t_vit_t_24": 64.1,
-    "swin_t": 28.3,
-}
+PUBLISHED_M = {**T2T_PUBLISHED, "swin_t": SWIN_PUBLISHED}
 # Trainable parameters with a 1000-class head that an independent port of the official code
 # measured (timm pull request #2426), in millions to four places.
 REFERENCE_TRAINABLE_M = {

@@ -8,6 +8,9 @@ from timm.models.swin_transformer import SwinTransformer
 
 from relvit.backbones.base import TokenBackbone
 
+# Published size of Swin-T with a 1000-class head, millions (timm's model card; the paper rounds to 28M).
+PUBLISHED_PARAMS_M = 28.3
+
 # Tensors that timm rebuilds from the window geometry instead of loading them.
 _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 

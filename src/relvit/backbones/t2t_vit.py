@@ -29,6 +29,12 @@ T2T_VIT_VARIANTS: dict[str, tuple[int, int, int, float, str]] = {
     "t2t_vit_t_24": (512, 24, 8, 3.0, "transformer"),
 }
 
+# Published sizes with a 1000-class head at 224 px, millions (T2T-ViT paper, ICCV 2021).
+PUBLISHED_PARAMS_M = {
+    "t2t_vit_7": 4.3, "t2t_vit_10": 5.9, "t2t_vit_12": 6.9, "t2t_vit_14": 21.5, "t2t_vit_19": 39.2,
+    "t2t_vit_24": 64.1, "t2t_vit_t_14": 21.5, "t2t_vit_t_19": 39.2, "t2t_vit_t_24": 64.1,
+}
+
 TOKEN_DIM = 64  # width of the tokens between the soft splits
 # the ViT tokens sit on a grid 16x coarser than the image: soft split strides 4, 2, 2
 TOKEN_STRIDE = 16
