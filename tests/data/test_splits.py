@@ -1,0 +1,40 @@
+import torch
+
+from relvit.data.splits import stratified_split
+from relvit.data.sources.digits import DigitsSource
+
+
+def test_split_is_disjoint_complete_stratified_and_fixed():
+    labels = torch.arange(10).repeat_interleave(torch.tensor([50, 60, 70, 80, 90, 100, 110, 120, 130, 140]))
+    keep, held = stratified_split(labels, 0.1, seed=0)
+    assert len(set(keep.tolist()) & set(held.tolist())) == 0
+    assert sorted(keep.tolist() + held.tolist()) == list(range(labels.numel()))
+    per_class = torch.bincount(labels[held], minlength=10)
+    assert per_class.tolist() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]  # 10% of every class
+    again, _ = stratified_split(labels, 0.1, seed=0)
+    other, _ = stratified_split(labels, 0.1, seed=1)
+    assert torch.equal(keep, again) and not torch.equal(keep, other)
+
+
+def test_small_classes_keep_a_sample_on_each_side():
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    keep, held = stratified_split(labels, 0.1, seed=0)
+    assert set(labels[held].tolist()) == {0, 1}  # one of each class that has two or more
+    assert set(labels[keep].tolist()) == {0, 1, 2}
+
+
+def test_digits_train_val_test_sizes(tiny_cfg):
+    from relvit.training import build
+
+    run = build(tiny_cfg())
+    splits = run.datamodule.splits
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sum(sizes.values()) == 1797
+    assert sizes["test"] == 359 and 140 <= sizes["val"] <= 146
+    for name, split in splits.items():
+        counts = torch.bincount(split.labels, minlength=10).float()
+        assert counts.min() / counts.max() > 0.85, name  # every class in proportion
+    source = DigitsSource()
+    train, test = source.load("train"), source.load("test")
+    flat = lambda s: {tuple(x.flatten().tolist()) for x in s.images[:, 0]}  # noqa: E731
+    assert not flat(train) & flat(test)  # no image in both
