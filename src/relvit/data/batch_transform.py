@@ -36,4 +36,6 @@ class BatchTransform(nn.Module):
             x = self.megapatch(x)
         if train and self.patch_augment is not None:
             x = self.patch_augment(x)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean.device != x.device:
+            self.to(x.device)  # once: the statistics follow the batches to their device
+        return (x - self.mean) / self.std

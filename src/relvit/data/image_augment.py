@@ -26,7 +26,8 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator |
         return images
     b, c, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, b, 1), generator=generator, device=generator.device if generator else "cpu")
+    # drawn where the images are (or the generator is): no host-device copy in the training step
+    offsets = torch.randint(0, 2 * padding + 1, (2, b, 1), generator=generator, device=generator.device if generator else images.device)
     offsets = offsets.to(images.device)
     rows = offsets[0] + torch.arange(h, device=images.device)  # [B, H]
     cols = offsets[1] + torch.arange(w, device=images.device)  # [B, W]
@@ -37,7 +38,7 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator |
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 0.5. images [B, C, H, W]."""
-    flip = torch.rand(images.shape[0], generator=generator, device=generator.device if generator else "cpu") < 0.5
+    flip = torch.rand(images.shape[0], generator=generator, device=generator.device if generator else images.device) < 0.5
     flip = flip.to(images.device)[:, None, None, None]
     return torch.where(flip, images.flip(-1), images)
 
@@ -50,6 +51,7 @@ def random_resized_boxes(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     tries: int = 10,
     generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Crop boxes drawn as torchvision's RandomResizedCrop draws them: FloatTensor [B, 4] (x1, y1, x2, y2).
 
@@ -57,7 +59,7 @@ def random_resized_boxes(
     clamped aspect ratio, as torchvision does.
     """
     area = height * width
-    dev = generator.device if generator else "cpu"
+    dev = generator.device if generator else device
     target_area = area * torch.empty(batch, tries, device=dev).uniform_(scale[0], scale[1], generator=generator)
     log_ratio = torch.empty(batch, tries, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     aspect = torch.exp(log_ratio)
@@ -113,7 +115,7 @@ class BatchImageAugment(torch.nn.Module):
         """images float [B, C, h, w] at the stored size -> [B, C, image_size, image_size]."""
         if train:
             if self.train_transform == "resized_crop_flip":
-                boxes = random_resized_boxes(images.shape[0], images.shape[-2], images.shape[-1], generator=generator)
+                boxes = random_resized_boxes(images.shape[0], images.shape[-2], images.shape[-1], generator=generator, device=images.device)
                 images = crop_resize(images, boxes, self.image_size)
             else:
                 images = self._resize(images, self.image_size)
