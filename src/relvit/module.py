@@ -51,7 +51,8 @@ class RelViTModule(L.LightningModule):
         if pool == "cls" and not backbone.has_cls_token:
             raise ValueError("task.classifier_pool=cls, but the backbone has no CLS token: use mean or flatten")
         self.classifier = ClassifierHead(d, n, num_classes, pool) if task.supervised else None
-        self.probe = ClassifierHead(d, n, num_classes, "cls" if backbone.has_cls_token else "mean") if task.online_probe else None
+        # the pretext losses train the patch tokens, not the CLS token: probe their mean
+        self.probe = ClassifierHead(d, n, num_classes, "mean") if task.online_probe else None
         self.register_buffer("rel_target", relation_targets(side), persistent=False)  # [N, N]
         self.register_buffer("pos_target", position_targets(side), persistent=False)  # [N]
         self.register_buffer("dist_target", distance_targets(side), persistent=False)  # [N, N]
