@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit
-from relvit.data.sources.image_folder import list_images
+from relvit.data.sources.image_folder import labels_for, list_images
 
 _WNID = re.compile(r"n\d{8}")
 
@@ -91,14 +91,11 @@ class ImageNetSubsetSource(DataSource):
                 f"{self.class_list} lists {len(unknown)} wnids that are not ImageNet classes in {train_dir}: "
                 f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
             )
-        paths, labels = [], []
-        for wnid, label in class_ids.items():
-            images = list_images(train_dir / wnid)
-            if not images:
-                raise self._not_found(f"{train_dir / wnid} holds no images")
-            paths += [str(p) for p in images]
-            labels += [label] * len(images)
-        train = FileSplit(paths=paths, labels=torch.tensor(labels, dtype=torch.int64))
+        found = {wnid: list_images(train_dir / wnid) for wnid in class_ids}
+        empty = [wnid for wnid, images in found.items() if not images]
+        if empty:
+            raise self._not_found(f"{train_dir / empty[0]} holds no images")
+        train = labels_for(found, class_ids, train_dir, str(self.class_list))
 
         paths, labels = [], []
         with open(solution, newline="") as f:
