@@ -109,6 +109,18 @@ def test_bad_values_are_named(tiny_cfg):
         build(tiny_cfg("task.monitor_mode=up"))
     with pytest.raises(ConfigError, match=r"pretrained="):
         build(tiny_cfg("pretrained=/no/such/file.ckpt"))
+    with pytest.raises(ConfigError, match=r"data\.batch_size=5000 is larger than the 1295 training images"):
+        build(tiny_cfg("data.batch_size=5000"))
+
+
+
+def test_patch_grid_must_match_the_backbone_token_grid(tmp_path):
+    cfg = compose_config(tmp_path, ["backbone=swin_tiny", "dataset.image_size=64", "dataset.patch_size=8"])
+    with pytest.raises(ConfigError, match=r"dataset\.patch_size=8 .*8 x 8 patches.*token grid is 2 x 2; use dataset\.patch_size=32"):
+        build(cfg)
+    cfg = compose_config(tmp_path, ["backbone=swin_tiny"])  # 16 px digits
+    with pytest.raises(ConfigError, match=r"backbone .*divisible by 32, got 16"):
+        build(cfg)
 
 
 def test_code_bearing_checkpoints_are_refused(tmp_path):

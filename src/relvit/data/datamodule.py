@@ -86,6 +86,11 @@ class RelViTDataModule(L.LightningDataModule):
         else:
             keep, held = stratified_split(train.labels, self.val_fraction, self.split_seed)
             train, val = _take(train, keep), _take(train, held)
+        if len(train) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is larger than the {len(train)} training images, and "
+                f"the last incomplete batch is dropped: use data.batch_size={len(train)} or less"
+            )
         self.splits = {"train": train, "val": val}
         if "test" in self.source.splits:
             self.splits["test"] = self.source.load("test")

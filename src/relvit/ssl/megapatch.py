@@ -14,7 +14,7 @@ def random_cuts(batch: int, grid: int, side: int, generator: torch.Generator | N
     """
     if not 1 <= side <= grid:
         raise ValueError(f"mega-patch side {side} must lie between 1 and the patch grid side {grid}")
-    scores = torch.rand(batch, grid - 1, generator=generator, device=generator.device if generator else "cpu")
+    scores = torch.rand(batch, grid - 1, generator=generator, device=generator.device if generator else device)
     cuts = scores.argsort(dim=1)[:, : side - 1].sort(dim=1).values + 1  # [B, S-1], in 1..G-1
     first = torch.zeros(batch, 1, dtype=torch.long, device=cuts.device)
     last = torch.full((batch, 1), grid, dtype=torch.long, device=cuts.device)
