@@ -14,11 +14,15 @@ from omegaconf.errors import MissingMandatoryValue
 
 from relvit.checkpoints import UnsafeCheckpointError
 from relvit.config_checks import ConfigError
+from relvit.data.download import DownloadError, UnsafeArchiveError
 from relvit.data.sources.base import DataNotFoundError
 
 log = logging.getLogger("relvit")
 
-USER_ERRORS = (ConfigError, DataNotFoundError, UnsafeCheckpointError, FileNotFoundError, FileExistsError, MissingMandatoryValue)
+USER_ERRORS = (
+    ConfigError, DataNotFoundError, DownloadError, UnsafeArchiveError, UnsafeCheckpointError,
+    FileNotFoundError, FileExistsError, MissingMandatoryValue,
+)
 
 
 def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -71,7 +71,10 @@ def download_file(url: str, dest: str | os.PathLike, *, md5: str | None = None, 
         tmp.unlink(missing_ok=True)
         # urllib reports bad URLs as ValueError and network or disk trouble as OSError
         if isinstance(e, (OSError, ValueError)):
-            raise DownloadError(f"could not download {url} to {dest}: {e}") from e
+            raise DownloadError(
+                f"could not download {url} to {dest}: {e}. Nothing was kept; without network access, "
+                f"fetch the file on another machine and put it at {dest}"
+            ) from e
         raise
     return dest
 
