@@ -158,3 +158,18 @@ def test_cli_two_phase_recipe_prints_test_accuracy(tmp_path):
     assert up["task"] == "upstream" and down["task"] == "downstream"
     assert "test/acc" in down["test"]
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_resume_continues_an_interrupted_run_in_a_new_dir(upstream_run, tiny_cfg):
+    tmp, _, _ = upstream_run
+    last = tmp / "run" / "checkpoints" / "last.ckpt"
+    first = read_checkpoint(last)
+    before = last.read_bytes()
+    cfg = tiny_cfg("task=upstream", f"resume={last}", "trainer.max_epochs=2", output="resumed")
+    summary = train(cfg)
+    resumed = read_checkpoint(summary["output_dir"] + "/checkpoints/last.ckpt")
+    assert first["epoch"] == 0 and resumed["epoch"] == 1
+    assert resumed["global_step"] == 2 * first["global_step"]  # one more epoch on top of the first
+    assert last.read_bytes() == before  # the interrupted run is untouched
+    with pytest.raises(ConfigError, match="pretrained"):
+        build(tiny_cfg(f"resume={last}", f"pretrained={last}"))

@@ -77,6 +77,10 @@ def check_config(cfg: DictConfig) -> None:
         path = Path(str(pretrained))
         _require(path.is_file(), "pretrained", str(pretrained), "the path of an existing checkpoint or weight file")
         _require(path.suffix in WEIGHT_SUFFIXES, "pretrained", str(pretrained), f"a file ending in one of {WEIGHT_SUFFIXES}")
+    resume = get("resume")
+    if resume is not None:
+        _require(Path(str(resume)).is_file(), "resume", str(resume), "the path of an existing checkpoint written by train.py")
+        _require(pretrained is None, "pretrained", str(pretrained), "null when resume is set (resuming restores all weights)")
     finetune = get("finetune")
     if finetune is not None:
         ok = OmegaConf.is_list(finetune) and all(isinstance(x, str) and "=" in x for x in finetune)

@@ -139,7 +139,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer = make_trainer(cfg)
-    trainer.fit(run.module, datamodule=run.datamodule)
+    resume = cfg.get("resume")
+    if resume:
+        read_checkpoint(resume)  # refuses code-bearing files with this project's message
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
     if trainer.fast_dev_run:
         return {}
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))

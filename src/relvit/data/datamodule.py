@@ -113,7 +113,9 @@ class RelViTDataModule(L.LightningDataModule):
             single_device = trainer is None or trainer.world_size == 1
             if self.in_memory_on_device and single_device:
                 device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-                return InMemoryLoader(data.images.to(device), data.labels.to(device), batch_size, shuffle=train, seed=self.seed, drop_last=train)
+                epoch = (lambda: trainer.current_epoch) if trainer is not None else None
+                return InMemoryLoader(data.images.to(device), data.labels.to(device), batch_size, shuffle=train, seed=self.seed,
+                                      drop_last=train, epoch=epoch)
             dataset = TensorImageDataset(data.images, data.labels)
         else:
             a = self.image_augment

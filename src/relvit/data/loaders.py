@@ -1,6 +1,8 @@
 """The two ways batches reach the model: tensors held in (device) memory, or files decoded by workers."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -13,17 +15,20 @@ class InMemoryLoader:
     """Batches of (uint8 images [B, 3, H, W], labels [B]) sliced from tensors that already sit on
     the model's device: an epoch needs no worker processes and no host-to-device copies.
 
-    Shuffling draws from a generator seeded with ``seed + epoch``, so runs repeat exactly.
+    Shuffling draws from a generator seeded with ``seed + epoch``, so runs repeat exactly, resumed
+    runs included; ``epoch`` reads the trainer's epoch (by default, the loader counts its passes).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, epoch: Callable[[], int] | None = None):
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.epoch = 0
+        self.passes = 0
+        self.epoch = epoch or (lambda: self.passes)
 
     def __len__(self) -> int:
         n = self.labels.numel()
@@ -32,8 +37,8 @@ class InMemoryLoader:
     def __iter__(self):
         n = self.labels.numel()
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).to(self.images.device)
-            self.epoch += 1
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch())).to(self.images.device)
+            self.passes += 1
         else:
             order = torch.arange(n, device=self.images.device)
         for i in range(len(self)):
