@@ -28,7 +28,9 @@ def saved_config_with_overrides(saved: dict[str, Any], cfg: DictConfig, override
             continue
         OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     merged.paths = cfg.paths  # write into this evaluation's own directory
+    # how the weights were obtained is history: evaluation loads them from the checkpoint itself
     merged.pretrained = None
+    merged.resume = None
     merged.finetune = None
     return merged
 
