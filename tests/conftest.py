@@ -22,11 +22,11 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.accelerator=cpu",
     "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=2",
-    "+trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
 ]
 
 torch.set_num_threads(2)
