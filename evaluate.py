@@ -5,7 +5,7 @@ Model and data are rebuilt from the config saved in the checkpoint; new override
 import hydra
 from omegaconf import DictConfig
 
-from relvit.cli import exit_on_user_error
+from relvit.cli import exit_on_user_error, log_lightning_once
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -13,6 +13,7 @@ from relvit.cli import exit_on_user_error
 def main(cfg: DictConfig) -> None:
     from relvit.evaluation import evaluate
 
+    log_lightning_once()
     evaluate(cfg)
 
 

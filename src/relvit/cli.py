@@ -39,9 +39,30 @@ def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
     return wrapped
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's tips that advertise its cloud services."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def log_lightning_once() -> None:
+    """``import lightning`` gives its logger a console handler of its own; under Hydra the root
+    logger already prints (and writes the run's log file), so every message came out twice."""
+    import lightning  # noqa: F401
+
+    if logging.getLogger().handlers:
+        logger = logging.getLogger("lightning")
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
+
+
 def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``; if it names ``finetune`` overrides, run that second phase from its best checkpoint."""
     from relvit.training import train
+
+    log_lightning_once()
 
     first = train(cfg)
     if not cfg.get("finetune"):
