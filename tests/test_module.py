@@ -61,11 +61,11 @@ def test_patch_shuffle_moves_cells_and_targets_together(tiny_cfg):
 def test_per_patch_augmentation_changes_patches_not_targets(tiny_cfg):
     run = build(tiny_cfg("task=upstream"))
     dm = run.datamodule
-    assert dm.patch_augment is not None
+    assert dm.batch_transform.patch_augment is not None
     images, labels = next(iter(dm.train_dataloader()))
     x = images.float() / 255
     torch.manual_seed(0)
-    augmented = dm.patch_augment(x)
+    augmented = dm.batch_transform.patch_augment(x)
     p = dm.image_size // run.module.backbone.grid_size
     cells = lambda t: t.unfold(2, p, p).unfold(3, p, p)  # [B, 3, G, G, p, p]  # noqa: E731
     changed = (cells(augmented) - cells(x)).abs().amax(dim=(1, 4, 5))  # [B, G, G]

@@ -65,7 +65,6 @@ class RelViTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.select_on = select_on
         self.in_memory_on_device = in_memory_on_device
-        self.patch_augment = patch_augment
         self.seed = seed
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
 
