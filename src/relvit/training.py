@@ -85,10 +85,11 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     return Run(cfg, datamodule, module)
 
 
-def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+def make_trainer(cfg: DictConfig) -> L.Trainer:
+    """The configured Trainer with the configured callbacks and loggers."""
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
 def restore_weights(module: L.LightningModule, ckpt_path: str | Path) -> None:
