@@ -114,12 +114,19 @@ def test_bad_values_are_named(tiny_cfg):
 
 
 
+def test_constructor_errors_name_the_key_the_user_sets(tiny_cfg):
+    with pytest.raises(ConfigError, match=r"^task\.patch_augment: .*'colJit:0\.8'.*colJitter"):
+        build(tiny_cfg("task.patch_augment.ops=colJit:0.8"))
+    with pytest.raises(ConfigError, match=r"^backbone: attention_mask must be one of"):
+        build(tiny_cfg("backbone.attention_mask=full"))
+
+
 def test_patch_grid_must_match_the_backbone_token_grid(tmp_path):
     cfg = compose_config(tmp_path, ["backbone=swin_tiny", "dataset.image_size=64", "dataset.patch_size=8"])
     with pytest.raises(ConfigError, match=r"dataset\.patch_size=8 .*8 x 8 patches.*token grid is 2 x 2; use dataset\.patch_size=32"):
         build(cfg)
     cfg = compose_config(tmp_path, ["backbone=swin_tiny"])  # 16 px digits
-    with pytest.raises(ConfigError, match=r"backbone .*divisible by 32, got 16"):
+    with pytest.raises(ConfigError, match=r"^backbone: .*divisible by 32, got 16"):
         build(cfg)
 
 

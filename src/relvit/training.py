@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,14 @@ def build_group(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (ValueError, TypeError)) and not isinstance(cause, ConfigError):
-            raise ConfigError(f"{key} ({cfg[key].get('_target_', key)}): {cause}") from None
+            # Hydra names the nested node that failed (e.g. data.patch_augment, from task.patch_augment)
+            found = re.search(r"full_key: (\S+)", str(err))
+            where = found.group(1) if found else key
+            parent, _, leaf = where.rpartition(".")
+            node = OmegaConf.select(cfg, parent)._get_node(leaf) if parent else None
+            if node is not None and node._is_interpolation():  # name the key the user sets
+                where = str(node._value()).strip("${}")
+            raise ConfigError(f"{where}: {cause}") from None
         raise cause if isinstance(cause, Exception) else err
 
 

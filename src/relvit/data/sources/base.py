@@ -53,3 +53,9 @@ class DataSource:
 
     def load(self, split: str) -> InMemorySplit | FileSplit:
         raise NotImplementedError
+
+    def check_split(self, split: str, available: tuple[str, ...] | None = None) -> None:
+        """Refuse a split the source does not have, naming the ones it has."""
+        available = tuple(available if available is not None else self.splits)
+        if split not in available:
+            raise ValueError(f"dataset {self.name!r} has no split {split!r}; it has {', '.join(available)}")

@@ -116,8 +116,7 @@ class _CIFARSource(DataSource):
             self._folders.prepare()  # checks every class folder before any decoding
 
     def load(self, split: str) -> InMemorySplit:
-        if split not in self.splits:
-            raise ValueError(f"{self._title} has no split {split!r} under {self.root}; it has {', '.join(self.splits)}")
+        self.check_split(split)
         if self._layout() == "pickle":
             files = self._torchvision.train_list if split == "train" else self._torchvision.test_list
             batches = [_read_batch(self._batches / name) for name, _ in files]

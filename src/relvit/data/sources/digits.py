@@ -40,8 +40,7 @@ class DigitsSource(DataSource):
         return self._data
 
     def load(self, split: str) -> InMemorySplit:
-        if split not in self.splits:
-            raise ValueError(f"digits has splits {self.splits}, not {split!r}")
+        self.check_split(split)
         images, labels = self._all()
         train_idx, test_idx = stratified_split(labels, self.test_fraction, self.seed)
         idx = train_idx if split == "train" else test_idx

@@ -70,8 +70,7 @@ class Flowers102Source(DataSource):
             self.load(split)  # checks every listed image is on disk before training starts
 
     def load(self, split: str) -> FileSplit:
-        if split not in self.splits:
-            raise ValueError(f"Flowers-102 has no split {split!r}; it has {', '.join(self.splits)}")
+        self.check_split(split)
         missing = self._missing()
         if missing:
             raise self._not_found(missing)

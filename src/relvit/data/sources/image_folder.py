@@ -129,6 +129,5 @@ class ImageFolderSource(DataSource):
 
     def load(self, split: str) -> FileSplit:
         index = self._scan()
-        if split not in index:
-            raise ValueError(f"image_folder has no split {split!r} under {self.root}; it has {', '.join(index)}")
+        self.check_split(split, tuple(index))
         return index[split]

@@ -82,6 +82,5 @@ class ImageNet100Source(DataSource):
         self._scan()
 
     def load(self, split: str) -> FileSplit:
-        if split not in self.splits:
-            raise ValueError(f"ImageNet-100 has no split {split!r}; it has {', '.join(self.splits)}")
+        self.check_split(split)
         return self._scan()[split]

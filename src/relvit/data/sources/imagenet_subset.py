@@ -123,6 +123,5 @@ class ImageNetSubsetSource(DataSource):
         self._scan()
 
     def load(self, split: str) -> FileSplit:
-        if split not in self.splits:
-            raise ValueError(f"the ImageNet subset has no split {split!r}; it has {', '.join(self.splits)}")
+        self.check_split(split)
         return self._scan()[split]

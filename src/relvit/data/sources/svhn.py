@@ -52,8 +52,7 @@ class SVHNSource(DataSource):
             download_file(url, self._file(split), md5=md5)
 
     def load(self, split: str) -> InMemorySplit:
-        if split not in self.splits:
-            raise ValueError(f"SVHN has no split {split!r}; it has {', '.join(self.splits)}")
+        self.check_split(split)
         if not self._file(split).is_file():
             raise self._not_found([split])
         from scipy.io import loadmat  # only SVHN and Flowers-102 need scipy

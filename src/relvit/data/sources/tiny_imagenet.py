@@ -97,8 +97,7 @@ class TinyImageNetSource(DataSource):
         return FileSplit(paths=paths, labels=torch.tensor(labels, dtype=torch.int64))
 
     def load(self, split: str) -> InMemorySplit:
-        if split not in self.splits:
-            raise ValueError(f"Tiny ImageNet has no split {split!r}; it has {', '.join(self.splits)}")
+        self.check_split(split)
         files = self._files(split)
         log.info("decoding %d images of Tiny ImageNet's %s split", len(files), split)
         return InMemorySplit(images=decode_images(files.paths, _SIZE), labels=files.labels)
