@@ -54,3 +54,34 @@ def tiny_cfg(tmp_path):
         return cfg
 
     return make
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Run ``train.py`` or ``evaluate.py`` in this process, as from a shell in ``tmp_path``:
+    ``code, out, err = cli("train.py", "optimizer.lr=abc")``."""
+    import importlib.util
+    import sys
+
+    import relvit.cli
+
+    def run(script: str, *args: str) -> tuple[int, str, str]:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", [str(REPO / script), *args])
+        monkeypatch.setattr(relvit.cli, "_task_started", False)
+        GlobalHydra.instance().clear()
+        # run as __main__, as `python train.py` does: Hydra then finds conf/ beside the script
+        spec = importlib.util.spec_from_file_location("__main__", REPO / script)
+        module = importlib.util.module_from_spec(spec)
+        capsys.readouterr()
+        try:
+            spec.loader.exec_module(module)
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -10,6 +10,7 @@ from omegaconf import open_dict
 from relvit.checkpoints import UnsafeCheckpointError, load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import ConfigError
 from relvit.evaluation import evaluate
+from relvit.run_files import OutputDirError
 from relvit.training import build, train
 
 from conftest import REPO, TINY, compose_config
@@ -95,7 +96,7 @@ def test_same_seed_same_metrics(tiny_cfg):
 def test_a_run_never_writes_into_another_runs_dir(upstream_run):
     tmp, cfg, _ = upstream_run
     before = (tmp / "run" / "metrics.json").read_text()
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(OutputDirError, match="already holds a run"):
         train(cfg)
     assert (tmp / "run" / "metrics.json").read_text() == before
 

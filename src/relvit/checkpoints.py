@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from relvit.errors import ConfigError, UserError
+
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
 
 
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(UserError):
     """The file holds objects that only arbitrary code could rebuild; it is not loaded."""
+
+
+class CorruptCheckpointError(UserError):
+    """The file is empty, truncated, or not a checkpoint at all."""
+
+
+#: A warm start that loads less than this share of the backbone's tensors is refused (pretrained_strict).
+MIN_BACKBONE_SHARE = 0.5
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -24,19 +35,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise CorruptCheckpointError(f"{str(path)!r} is empty (0 bytes): not a checkpoint; was its save interrupted?")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise CorruptCheckpointError(f"{str(path)!r} is not a readable .safetensors file ({err})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = str(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if found is None:  # bytes the unpickler cannot parse: damage, not a payload
+            raise CorruptCheckpointError(
+                f"{str(path)!r} is corrupt or not a checkpoint (its pickle data cannot be read); "
+                "pass a file written by train.py or torch.save"
+            ) from None
         raise UnsafeCheckpointError(
             f"refusing to load {str(path)!r}: it holds objects that need arbitrary code to rebuild "
-            f"({reason}). Only tensors and plain containers are read; re-save the weights with "
+            f"({found.group(1)}). Only tensors and plain containers are read; re-save the weights with "
             f"torch.save(model.state_dict(), ...) or as .safetensors."
         ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CorruptCheckpointError(
+            f"{str(path)!r} is truncated, corrupt or not a checkpoint ({reason}); pass a file written by train.py or torch.save"
+        ) from None
+    if not isinstance(content, dict):
+        raise CorruptCheckpointError(f"{str(path)!r} holds a {type(content).__name__}, not a checkpoint (a dict of tensors)")
+    return content
 
 
 def state_dict_of(content: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -48,7 +79,7 @@ def state_dict_of(content: dict[str, Any]) -> dict[str, torch.Tensor]:
             break
     tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError("the checkpoint holds no tensors")
+        raise CorruptCheckpointError("the checkpoint holds no tensors")
     return tensors
 
 
@@ -73,12 +104,13 @@ class LoadReport:
                 log.info("  %s (%d): %s", title, len(names), ", ".join(names))
 
 
-def load_pretrained(module: nn.Module, path: str | Path) -> LoadReport:
+def load_pretrained(module: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
     """Warm-start ``module`` (a RelViTModule) from a checkpoint of this project or from published
     backbone weights (mapped through the backbone's ``remap_state_dict``).
 
     Tensors whose shapes differ and tensors the module lacks are skipped; the report lists the
-    loaded, skipped and missing names.
+    loaded, skipped and missing names. With ``strict``, a file that fills less than
+    ``MIN_BACKBONE_SHARE`` of the backbone's tensors (another architecture) is refused.
     """
     tensors = state_dict_of(read_checkpoint(path))
     if not any(k.startswith("backbone.") for k in tensors):
@@ -98,6 +130,15 @@ def load_pretrained(module: nn.Module, path: str | Path) -> LoadReport:
             chosen[name] = value
             report.loaded.append(name)
     report.missing = [k for k in own if k not in chosen]
+    backbone = [k for k in own if k.startswith("backbone.")]
+    share = sum(k in chosen for k in backbone) / max(1, len(backbone))
+    if strict and share < MIN_BACKBONE_SHARE:
+        raise ConfigError(
+            f"pretrained={str(path)!r} is invalid for this backbone: it fills {sum(k in chosen for k in backbone)} of "
+            f"its {len(backbone)} tensors ({share:.0%}; at least {MIN_BACKBONE_SHARE:.0%} needed), "
+            f"{len(report.shape_mismatch)} differ in shape. Use the backbone it was trained with, or "
+            "pretrained_strict=false to load the matching tensors anyway"
+        )
     module.load_state_dict(chosen, strict=False)
     report.log(str(path))
     return report

@@ -3,40 +3,87 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from relvit.checkpoints import UnsafeCheckpointError
-from relvit.config_checks import ConfigError
-from relvit.data.download import DownloadError, UnsafeArchiveError
-from relvit.data.sources.base import DataNotFoundError
+from relvit.config_checks import check_config
+from relvit.errors import ConfigError, RunFailed, UserError
+from relvit.guards import RunInterrupted
 
 log = logging.getLogger("relvit")
 
-USER_ERRORS = (
-    ConfigError, DataNotFoundError, DownloadError, UnsafeArchiveError, UnsafeCheckpointError,
-    FileNotFoundError, FileExistsError, MissingMandatoryValue,
-)
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, MissingMandatoryValue)
+#: Exit codes: bad input before work, a run that failed, and 128 + the signal for a stopped run.
+EXIT_USER_ERROR, EXIT_RUN_FAILED = 2, 1
+_task_started = False
 
 
 def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Report a bad config, missing data or a refused file as one message, not a traceback."""
+    """Report a bad config, missing data, a refused file, a failed or a stopped run as one message,
+    not a traceback, with its own exit code."""
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> Any:
+        global _task_started
+        _task_started = True
         try:
             return fn(cfg)
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            sys.exit(EXIT_USER_ERROR)
+        except RunFailed as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_RUN_FAILED)
+        except RunInterrupted as err:
+            print(f"{err}", file=sys.stderr, flush=True)
+            if err.checkpoint:
+                print(f"to resume: {resume_command(getattr(err, 'overrides', None), err.checkpoint)}", file=sys.stderr, flush=True)
+            sys.exit(128 + err.signum)
 
     return wrapped
+
+
+def resume_command(overrides: list[str] | None, checkpoint: str) -> str:
+    """The command line that continues a stopped run from ``checkpoint``."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.startswith(("resume=", "pretrained=", "finetune=", "paths.output_dir=", "hydra."))]
+    return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, kept), shlex.quote(f"resume={checkpoint}")])
+
+
+class WritableRunDir(Callback):
+    """Creates the run's directory before Hydra does, so that an unwritable output location is one
+    message and the user-error exit code rather than Hydra's traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # for the ${hydra:...} interpolations of the run dir
+        run_dir = Path(str(config.hydra.run.dir))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            print(f"error: the run directory {str(run_dir)!r} cannot be created ({err.strerror or err}); "
+                  "set paths.log_dir (or RELVIT_OUTPUT_DIR) to a writable directory", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function so that Hydra's own errors about the command line (an unknown
+    option of a group, a malformed override) exit with the user-error code, like every other bad input."""
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            sys.exit(EXIT_USER_ERROR)
+        raise
 
 
 class _NoAdverts(logging.Filter):
@@ -59,24 +106,44 @@ def log_lightning_once() -> None:
 
 
 def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``cfg``; if it names ``finetune`` overrides, run that second phase from its best checkpoint."""
+    """Run ``cfg``; if it names ``finetune`` overrides, run that second phase from its best checkpoint.
+
+    Both phases are composed and checked before the first one trains.
+    """
     from relvit.training import train
 
     log_lightning_once()
-
-    first = train(cfg)
-    if not cfg.get("finetune"):
-        return first
+    second_overrides = None
+    if cfg.get("finetune"):
+        check_config(cfg)  # the finetune list itself must be well-formed before it is composed
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("finetune=", "pretrained="))]
+        overrides += list(cfg.finetune)
+        overrides += ["finetune=null", f"paths.output_dir={Path(cfg.paths.output_dir) / 'finetune'}"]
+        second_overrides = overrides
+        try:
+            # pretrained is the first phase's best checkpoint, which does not exist yet
+            check_config(compose(config_name=HydraConfig.get().job.config_name, overrides=[*overrides, "pretrained=null"]))
+        except ConfigCompositionException as err:
+            raise ConfigError(f"finetune={list(cfg.finetune)} is invalid: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"finetune (second phase): {err}") from None
+    first = _phase(train, cfg, None)
     best = first.get("best_checkpoint")
-    if not best:
+    if second_overrides is None or not best:
         return first
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("finetune=", "pretrained="))]
-    overrides += list(cfg.finetune)
-    overrides += [f"pretrained={best}", "finetune=null", f"paths.output_dir={Path(cfg.paths.output_dir) / 'finetune'}"]
-    log.info("second phase: %s", " ".join(overrides))
-    second_cfg = compose(config_name=HydraConfig.get().job.config_name, overrides=overrides)
-    second = train(second_cfg)
+    second_overrides = [*second_overrides, f"pretrained={best}"]
+    log.info("second phase: %s", " ".join(second_overrides))
+    second_cfg = compose(config_name=HydraConfig.get().job.config_name, overrides=second_overrides)
+    second = _phase(train, second_cfg, second_overrides)
     return {**second, "pretrain": first}
+
+
+def _phase(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
+    try:
+        return train(cfg)
+    except RunInterrupted as err:
+        err.overrides = overrides  # type: ignore[attr-defined]  # the phase's own command line, for the resume hint
+        raise
 
 
 def report_test_accuracy(summary: dict[str, Any]) -> None:

@@ -1,22 +1,28 @@
 """Checks of the composed config that run before any work starts."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoints import WEIGHT_SUFFIXES
+from relvit.errors import ConfigError
 from relvit.task import TaskSpec
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key, the value and what is valid."""
 
 
 def _require(ok: bool, key: str, value: Any, valid: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {valid}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -37,10 +43,21 @@ def check_config(cfg: DictConfig) -> None:
         values = list(ds[key])
         _require(len(values) == 3, f"dataset.{key}", values, "three per-channel values")
     _require(all(s > 0 for s in ds.std), "dataset.std", list(ds.std), "positive values")
+    _require(isinstance(cfg.get("seed"), int) and not isinstance(cfg.get("seed"), bool) and 0 <= cfg.seed < 2**32,
+             "seed", cfg.get("seed"), "an integer from 0 to 2**32 - 1")
     for key in ("data.batch_size", "trainer.max_epochs"):
         value = get(key)
         if value is not None:
-            _require(isinstance(value, int) and value > 0, key, value, "a positive integer")
+            _require(_is_int(value) and value > 0, key, value, "a positive integer")
+    eval_batch = get("data.eval_batch_size")
+    _require(eval_batch is None or (_is_int(eval_batch) and eval_batch > 0), "data.eval_batch_size", eval_batch,
+             "null (the training batch size) or a positive integer")
+    workers = get("data.num_workers")
+    if workers is not None:
+        _require(_is_int(workers) and workers >= 0, "data.num_workers", workers, "zero or a positive integer")
+    clip = get("trainer.gradient_clip_val")
+    _require(clip is None or (_is_number(clip) and clip >= 0), "trainer.gradient_clip_val", clip,
+             "null (no clipping) or a finite norm >= 0")
     # per-stage lists (Swin) are checked by their backbone
     vit_sizes = {key: get(key) for key in ("backbone.depth", "backbone.num_heads", "backbone.embed_dim")}
     for key, value in vit_sizes.items():
@@ -52,17 +69,17 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("backbone.drop_rate", "backbone.drop_path_rate"):
         value = get(key)
         if value is not None:
-            _require(0.0 <= value < 1.0, key, value, "a rate in [0, 1)")
-    _require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a fraction strictly between 0 and 1")
+            _require(_is_number(value) and 0.0 <= value < 1.0, key, value, "a rate in [0, 1)")
+    _require(_is_number(cfg.data.val_fraction) and 0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a fraction strictly between 0 and 1")
     lr = get("optimizer.lr")
     if lr is not None:
-        _require(lr > 0, "optimizer.lr", lr, "a positive learning rate")
+        _require(_is_number(lr) and lr > 0, "optimizer.lr", lr, "a positive, finite learning rate such as 5e-4")
     wd = get("optimizer.weight_decay")
     if wd is not None:
-        _require(wd >= 0, "optimizer.weight_decay", wd, "zero or positive")
+        _require(_is_number(wd) and wd >= 0, "optimizer.weight_decay", wd, "a finite number >= 0")
     warm = get("scheduler.warmup_fraction")
     if warm is not None:
-        _require(0.0 <= warm < 1.0, "scheduler.warmup_fraction", warm, "a fraction in [0, 1)")
+        _require(_is_number(warm) and 0.0 <= warm < 1.0, "scheduler.warmup_fraction", warm, "a fraction in [0, 1)")
     side = get("task.megapatch.side")
     if side is not None:
         cells = ds.image_size // ds.patch_size
@@ -77,6 +94,8 @@ def check_config(cfg: DictConfig) -> None:
         path = Path(str(pretrained))
         _require(path.is_file(), "pretrained", str(pretrained), "the path of an existing checkpoint or weight file")
         _require(path.suffix in WEIGHT_SUFFIXES, "pretrained", str(pretrained), f"a file ending in one of {WEIGHT_SUFFIXES}")
+    strict = get("pretrained_strict")
+    _require(isinstance(strict, bool), "pretrained_strict", strict, "true or false")
     resume = get("resume")
     if resume is not None:
         _require(Path(str(resume)).is_file(), "resume", str(resume), "the path of an existing checkpoint written by train.py")

@@ -1,8 +1,6 @@
 """Evaluate a checkpoint with the config it was trained with, plus the user's new overrides."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -10,8 +8,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoints import read_checkpoint, state_dict_of
-from relvit.config_checks import ConfigError
+from relvit.errors import ConfigError
+from relvit.run_files import claim_run_dir, write_hydra_files, write_json
 from relvit.training import build, evaluate_splits, format_table
+from relvit.trusted_config import check_trusted, trusted_resolved
 
 #: Keys of evaluate.yaml itself, which are not part of the training config.
 OWN_KEYS = ("ckpt_path", "splits")
@@ -47,14 +47,17 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is invalid: it holds no saved run config; pass a checkpoint written by train.py")
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task)
-    run_cfg = saved_config_with_overrides(saved, cfg, overrides)
+    if not isinstance(saved, dict):
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is invalid: its saved run config is a {type(saved).__name__}, not a config")
+    check_trusted(saved, f"the config saved in {cfg.ckpt_path}")
+    run_cfg = trusted_resolved(saved_config_with_overrides(saved, cfg, overrides), f"the config saved in {cfg.ckpt_path}")
+    output_dir = claim_run_dir(cfg.paths.output_dir)
+    write_hydra_files(output_dir, cfg)
     run = build(run_cfg, run_config=saved)
     run.module.load_state_dict(state_dict_of(content))
     trainer = instantiate(run_cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
     metrics = evaluate_splits(trainer, run, list(cfg.splits))
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     summary = {"checkpoint": str(cfg.ckpt_path), "output_dir": str(output_dir), **metrics}
-    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_json(output_dir / "metrics.json", summary)
     print(f"\ncheckpoint: {cfg.ckpt_path}\nmetrics written to {output_dir / 'metrics.json'}\n{format_table(metrics)}\n", flush=True)
     return summary

@@ -1,24 +1,32 @@
 """One training run from a composed config: build, fit, judge the best checkpoint, report."""
 from __future__ import annotations
 
-import json
-import re
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import ConfigError, check_config
+from relvit.config_checks import check_config
 from relvit.data.datamodule import RelViTDataModule
+from relvit.errors import ConfigError
+from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
 from relvit.module import RelViTModule
+from relvit.run_files import (
+    SaveError,
+    claim_run_dir,
+    write_hydra_files,
+    write_json,
+    write_text,
+)
 from relvit.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -93,11 +101,11 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     return Run(cfg, datamodule, module)
 
 
-def make_trainer(cfg: DictConfig) -> L.Trainer:
-    """The configured Trainer with the configured callbacks and loggers."""
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+def make_trainer(cfg: DictConfig, guards: list[L.Callback] = ()) -> L.Trainer:
+    """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards)
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
 def restore_weights(module: L.LightningModule, ckpt_path: str | Path) -> None:
@@ -117,13 +125,6 @@ def evaluate_splits(trainer: L.Trainer, run: Run, splits: list[str]) -> dict[str
     return results
 
 
-def check_fresh_output_dir(output_dir: Path) -> None:
-    """Refuse to write a run where another run's results already are."""
-    for name in ("checkpoints", "metrics.json"):
-        if (output_dir / name).exists():
-            raise FileExistsError(f"{output_dir} already holds a run ({name}); choose a new output dir")
-
-
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
     """A short aligned table: one row per metric, one column per split."""
     splits = list(metrics)
@@ -136,30 +137,43 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit one run into ``cfg.paths.output_dir`` and return the metrics of its best checkpoint."""
-    output_dir = Path(cfg.paths.output_dir)
-    check_fresh_output_dir(output_dir)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run = build(cfg)
-    if cfg.get("pretrained"):
-        load_pretrained(run.module, cfg.pretrained)
-    elif cfg.task.name == "downstream":
-        log.warning("task=downstream without pretrained=<checkpoint>: training from scratch")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer = make_trainer(cfg)
-    resume = cfg.get("resume")
-    if resume:
-        read_checkpoint(resume)  # refuses code-bearing files with this project's message
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
-    if trainer.fast_dev_run:
-        return {}
-    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
-    best = checkpoint.best_model_path or checkpoint.last_model_path
-    restore_weights(run.module, best)
-    metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
+    """Fit one run into ``cfg.paths.output_dir`` and return the metrics of its best checkpoint.
+
+    The run claims its directory before anything is written there; SIGTERM, SIGUSR1 and SIGINT save
+    the current step and raise RunInterrupted; a non-finite loss raises TrainingDiverged.
+    """
+    check_config(cfg)
+    output_dir = claim_run_dir(cfg.paths.output_dir)
+    write_hydra_files(output_dir, cfg)
+    with StopRequest() as stop:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        run = build(cfg)
+        if cfg.get("pretrained"):
+            load_pretrained(run.module, cfg.pretrained, strict=cfg.pretrained_strict)
+        elif cfg.task.name == "downstream":
+            log.warning("task=downstream without pretrained=<checkpoint>: training from scratch")
+        write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        stop.raise_if_asked("before training started")
+        resume = cfg.get("resume")
+        if resume:
+            read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
+        trainer = make_trainer(cfg, [FiniteLoss(), RandomState()])
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if checkpoint is not None and checkpoint.dirpath:
+            trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
+        if trainer.fast_dev_run:
+            return {}
+        if checkpoint is None:
+            raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
+        best = checkpoint.best_model_path or checkpoint.last_model_path
+        if not best or not Path(best).is_file():
+            raise SaveError(f"training ended without a checkpoint in {checkpoint.dirpath}")
+        stop.raise_if_asked(f"after training (epoch {trainer.current_epoch})", checkpoint.last_model_path or None)
+        restore_weights(run.module, best)
+        metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
     summary = {"task": cfg.task.name, "best_checkpoint": str(best), "output_dir": str(output_dir),
                "monitor": cfg.task.monitor, **metrics}
-    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_json(output_dir / "metrics.json", summary)
     print(f"\nrun dir: {output_dir}\nbest checkpoint: {best}\n{format_table(metrics)}\n", flush=True)
     return summary

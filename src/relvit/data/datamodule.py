@@ -12,6 +12,7 @@ from relvit.data.image_augment import BatchImageAugment
 from relvit.data.loaders import FileImageDataset, InMemoryLoader, TensorImageDataset, file_transform
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
 from relvit.data.splits import stratified_split
+from relvit.data.verify import BAD_IMAGE_POLICIES, describe_bad, find_bad_images
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class RelViTDataModule(L.LightningDataModule):
         patch_augment: torch.nn.Module | None = None,
         megapatch: torch.nn.Module | None = None,
         seed: int = 0,
+        on_bad_image: str = "error",
     ):
         super().__init__()
         if select_on not in MODEL_SELECTION_SPLITS:
@@ -66,6 +68,9 @@ class RelViTDataModule(L.LightningDataModule):
         self.select_on = select_on
         self.in_memory_on_device = in_memory_on_device
         self.seed = seed
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        self.on_bad_image = on_bad_image
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
 
     @property
@@ -79,9 +84,9 @@ class RelViTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train = self.source.load("train")
+        train = self._checked("train", self.source.load("train"))
         if "val" in self.source.splits:
-            val = self.source.load("val")
+            val = self._checked("val", self.source.load("val"))
         else:
             keep, held = stratified_split(train.labels, self.val_fraction, self.split_seed)
             train, val = _take(train, keep), _take(train, held)
@@ -90,15 +95,41 @@ class RelViTDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(train)} training images, and "
                 f"the last incomplete batch is dropped: use data.batch_size={len(train)} or less"
             )
+        if len(val) == 0:
+            raise ValueError(
+                f"the validation split is empty ({len(train)} training images, data.val_fraction={self.val_fraction} "
+                "holds one image out only from classes with two or more): add images or give the dataset a val/ folder"
+            )
         self.splits = {"train": train, "val": val}
         if "test" in self.source.splits:
-            self.splits["test"] = self.source.load("test")
+            self.splits["test"] = self._checked("test", self.source.load("test"))
         if self.select_on == "test":
             if "test" not in self.splits:
                 raise ValueError(f"data.select_on=test, but dataset {self.source.name!r} has no test split")
             log.warning("data.select_on=test: the best checkpoint is picked on the TEST split (the original project's flaw)")
             self.splits["val"] = self.splits["test"]
         log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
+
+    def _checked(self, split: str, data: InMemorySplit | FileSplit) -> InMemorySplit | FileSplit:
+        """``data`` with its image files verified (data.on_bad_image decides what a bad file does)."""
+        if len(data) == 0:
+            raise ValueError(f"the {split} split is empty")
+        if not isinstance(data, FileSplit):
+            return data
+        bad = find_bad_images(data.paths)
+        if not bad:
+            return data
+        if self.on_bad_image == "error":
+            raise ValueError(
+                f"{len(bad)} of the {len(data)} {split} image files cannot be decoded:\n{describe_bad(data.paths, bad)}\n"
+                "Remove or replace them, or set data.on_bad_image=skip to leave them out"
+            )
+        log.warning("data.on_bad_image=skip: leaving out %d bad %s image files:\n%s", len(bad), split, describe_bad(data.paths, bad))
+        keep = torch.tensor([i for i in range(len(data)) if i not in bad], dtype=torch.long)
+        kept = _take(data, keep)
+        if len(kept) == 0:
+            raise ValueError(f"every {split} image file is bad: nothing is left to train or evaluate on")
+        return kept
 
     @property
     def stored_in_memory(self) -> bool:
@@ -113,8 +144,10 @@ class RelViTDataModule(L.LightningDataModule):
             if self.in_memory_on_device and single_device:
                 device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
                 epoch = (lambda: trainer.current_epoch) if trainer is not None else None
+                # batches of this epoch the trainer has taken (counted before on_train_batch_end saves)
+                position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None
                 return InMemoryLoader(data.images.to(device), data.labels.to(device), batch_size, shuffle=train, seed=self.seed,
-                                      drop_last=train, epoch=epoch)
+                                      drop_last=train, epoch=epoch, position=position)
             dataset = TensorImageDataset(data.images, data.labels)
         else:
             a = self.image_augment

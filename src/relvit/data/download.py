@@ -16,16 +16,18 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from relvit.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed or its content did not match the expected checksum or size."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError, ValueError):
     """An archive holds a member that would be written outside the extraction folder."""
 
 

@@ -15,12 +15,15 @@ class InMemoryLoader:
     """Batches of (uint8 images [B, 3, H, W], labels [B]) sliced from tensors that already sit on
     the model's device: an epoch needs no worker processes and no host-to-device copies.
 
-    Shuffling draws from a generator seeded with ``seed + epoch``, so runs repeat exactly, resumed
-    runs included; ``epoch`` reads the trainer's epoch (by default, the loader counts its passes).
+    Shuffling draws from a generator seeded with ``seed + epoch``, so runs repeat exactly; ``epoch``
+    reads the trainer's epoch (by default, the loader counts its passes). ``position`` reads how many
+    batches of the current epoch the trainer has taken: saved in checkpoints (``state_dict``), it lets
+    a run resumed mid-epoch go on with the very batches the interrupted run would have seen.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, epoch: Callable[[], int] | None = None):
+                 drop_last: bool = False, epoch: Callable[[], int] | None = None,
+                 position: Callable[[], int] | None = None):
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
@@ -29,19 +32,32 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.passes = 0
         self.epoch = epoch or (lambda: self.passes)
+        self.position = position
+        self._resume_at: tuple[int, int] | None = None  # (epoch, first batch) of a restored state
 
     def __len__(self) -> int:
         n = self.labels.numel()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.epoch()), "position": int(self.position()) if self.position else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (state["epoch"], state["position"])
+
     def __iter__(self):
         n = self.labels.numel()
+        epoch = self.epoch()
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch())).to(self.images.device)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch)).to(self.images.device)
             self.passes += 1
         else:
             order = torch.arange(n, device=self.images.device)
-        for i in range(len(self)):
+        start = 0
+        if self._resume_at is not None and self._resume_at[0] == epoch:
+            start = self._resume_at[1]
+        self._resume_at = None
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]
 

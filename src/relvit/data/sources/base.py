@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
+from relvit.errors import UserError
 
-class DataNotFoundError(RuntimeError):
+
+class DataNotFoundError(UserError, RuntimeError):
     """The data is not where it was looked for; the message says where, what layout, and how to get it."""
 
 

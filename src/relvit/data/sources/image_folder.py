@@ -64,10 +64,13 @@ def decode_images(paths: list[str], size: int) -> torch.Tensor:
     """
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as im:
-            if im.size != (size, size):
-                raise ValueError(f"{path} is {im.size[0]}x{im.size[1]} pixels; this dataset's images are {size}x{size}")
-            out[i] = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        try:
+            with Image.open(path) as im:
+                if im.size != (size, size):
+                    raise ValueError(f"{path} is {im.size[0]}x{im.size[1]} pixels; this dataset's images are {size}x{size}")
+                out[i] = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        except OSError as err:  # truncated, corrupt or not an image
+            raise ValueError(f"{path} cannot be decoded ({type(err).__name__}: {err}); remove or replace the file") from None
     return out
 
 

@@ -1,0 +1,57 @@
+"""How checkpoints reach the disk: atomically, and with a resumed run's best checkpoint in its own dir."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from relvit.run_files import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temp file in its own directory, flushes it and renames it into
+    place: a kill or a full disk mid-save leaves the previous file intact, and a failed save raises
+    SaveError naming the file (Lightning's default stages the file in the system temp dir and moves it,
+    which copies, and so truncates, across file systems)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for runs that resume into a new directory.
+
+    Lightning forgets the best score when the checkpoint dir changed, so a resumed run would call its
+    first new epoch the best. Here the interrupted run's best checkpoint is copied into the new dir and
+    its score kept, so the best of the whole run is chosen and ``metrics.json`` points into the run's
+    own directory.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir = state_dict.get("dirpath")
+        old_best = state_dict.get("best_model_path") or ""
+        if old_dir is None or self.dirpath is None or Path(old_dir) == Path(self.dirpath):
+            super().load_state_dict(state_dict)
+            return
+        self.best_model_score = None
+        self.best_model_path = ""
+        if old_best and Path(old_best).is_file():
+            new_best = Path(self.dirpath) / Path(old_best).name
+            atomic_write(new_best, lambda f: f.write(Path(old_best).read_bytes()))
+            self.best_model_score = state_dict["best_model_score"]
+            self.best_model_path = str(new_best)
+            self.best_k_models = {str(new_best): self.best_model_score}
+            self.kth_best_model_path = str(new_best)
+            self.kth_value = self.best_model_score
+            log.info("resume: best checkpoint so far (%s %s) copied from %s", self.monitor, float(self.best_model_score), old_best)
+        elif old_best:
+            log.warning("resume: the best checkpoint %s of the interrupted run is gone; the best is chosen among the new epochs", old_best)
+

@@ -1,0 +1,18 @@
+"""The errors a user meets: each becomes one message and an exit code, never a traceback.
+
+``UserError``: bad input (config, files, data), found before work starts; exit code 2.
+``RunFailed``: a run that started but could not finish truly (non-finite loss, failed save); exit code 1.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input; the message names the key or file and what is valid."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value is invalid; the message names the key, the value and what is valid."""
+
+
+class RunFailed(RuntimeError):
+    """The run stopped because its results could not be trusted or kept."""

@@ -1,0 +1,102 @@
+"""Killed at random moments and resumed each time, a run ends with the uninterrupted run's metrics."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY
+
+from relvit.checkpoints import read_checkpoint
+
+# upstream: the per-patch augmentation, crops and dropout all draw random numbers
+EPOCHS = 4
+ARGS = [*TINY, "task=upstream", f"trainer.max_epochs={EPOCHS}", "trainer.limit_train_batches=10", "backbone.drop_path_rate=0.1"]
+
+
+def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *ARGS, f"hydra.run.dir={run_dir}", *extra],
+                            cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def latest_checkpoint(attempts: list[Path]) -> Path | None:
+    for run_dir in reversed(attempts):
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            read_checkpoint(last)  # a kill must never leave a damaged file under this name
+            return last
+    return None
+
+
+def metrics_of(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    return {"val": summary["val"], "test": summary["test"]}
+
+
+def wait_for_claim(proc: subprocess.Popen, run_dir: Path) -> None:
+    """Until the run has claimed its dir (imports and start-up done) or has ended."""
+    while proc.poll() is None and not (run_dir / "run.json").exists():
+        time.sleep(0.02)
+
+
+def fault_loop(tmp_path: Path, kills_wanted: int, seed: int) -> dict:
+    """Kill runs at random moments of their training and resume each from the newest ``last.ckpt``;
+    a chain that ends before all kills are spent is checked and a new one started from scratch."""
+    reference = start(tmp_path / "reference")
+    wait_for_claim(reference, tmp_path / "reference")
+    claimed = time.time()
+    assert reference.wait(timeout=900) == 0, reference.stderr.read()[-2000:]
+    span = time.time() - claimed
+    rng = random.Random(seed)
+    chains: list[list[Path]] = [[]]
+    kills = resumes = 0
+    finished = []
+    while kills < kills_wanted or not finished:
+        attempts = chains[-1]
+        run_dir = tmp_path / f"attempt_{sum(map(len, chains))}"
+        last = latest_checkpoint(attempts)
+        attempts.append(run_dir)
+        proc = start(run_dir, *([f"resume={last}"] if last else []))
+        resumes += last is not None
+        wait_for_claim(proc, run_dir)
+        if last is None:  # a chain's first run is killed after its first checkpoint, so there is a resume
+            while proc.poll() is None and not (run_dir / "checkpoints" / "last.ckpt").exists():
+                time.sleep(0.02)
+        if kills < kills_wanted:
+            # a moment within what is left of this run's training
+            done = read_checkpoint(run_dir / "checkpoints" / "last.ckpt" if last is None else last)["epoch"] + 1
+            left = max(0.0, 1.0 - done / EPOCHS)
+            try:
+                proc.wait(timeout=rng.uniform(0.0, 0.95) * span * left)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                kills += 1
+                continue
+        assert proc.wait(timeout=900) == 0, proc.stderr.read()[-2000:]
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        assert Path(summary["best_checkpoint"]).parent == run_dir / "checkpoints"
+        finished.append(run_dir)
+        chains.append([])
+    reference_metrics = metrics_of(tmp_path / "reference")
+    equal = sum(metrics_of(run_dir) == reference_metrics for run_dir in finished)
+    return {"kills": kills, "resumes": resumes, "runs": len(finished), "equal": equal}
+
+
+def test_three_kills_then_the_same_metrics(tmp_path):
+    result = fault_loop(tmp_path, kills_wanted=3, seed=0)
+    print(f"fault loop: {result}")
+    assert result["kills"] == 3 and result["resumes"] >= 1
+    assert result["equal"] == result["runs"]
+
+
+@pytest.mark.slow
+def test_twenty_kills_then_the_same_metrics(tmp_path):
+    result = fault_loop(tmp_path, kills_wanted=20, seed=1)
+    print(f"fault loop: {result}")
+    assert result["kills"] == 20 and result["resumes"] >= 10
+    assert result["equal"] == result["runs"]
