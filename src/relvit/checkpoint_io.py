@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from relvit.guards import TrainingDiverged
 from relvit.run_files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -23,17 +24,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # the last good checkpoint must never be replaced by broken weights
+            raise TrainingDiverged(f"refusing to save {path}: non-finite weights in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint for runs that resume into a new directory.
+    """ModelCheckpoint whose best checkpoint holds weights and config only (``last.ckpt`` keeps the
+    optimiser and everything else a resume needs), for runs that may resume into a new directory.
 
     Lightning forgets the best score when the checkpoint dir changed, so a resumed run would call its
     first new epoch the best. Here the interrupted run's best checkpoint is copied into the new dir and
     its score kept, so the best of the whole run is chosen and ``metrics.json`` points into the run's
     own directory.
     """
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        # only last.ckpt needs what resuming needs (optimiser, schedule, random state); the best
+        # checkpoint, for evaluation and fine-tuning, holds the weights and the run config
+        if Path(filepath).stem != self.CHECKPOINT_NAME_LAST and not self.save_weights_only:
+            self.save_weights_only = True
+            try:
+                super()._save_checkpoint(trainer, filepath)
+            finally:
+                self.save_weights_only = False
+        else:
+            super()._save_checkpoint(trainer, filepath)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # Lightning refreshes last.ckpt only in epochs that also saved a best checkpoint; a resume
+        # must find the latest epoch there, so it is saved every epoch
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.fast_dev_run:  # Lightning's own would save last.ckpt of a debug run
+            super().on_train_end(trainer, pl_module)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath")

@@ -5,6 +5,7 @@ import functools
 import logging
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 from relvit.config_checks import check_config
 from relvit.errors import ConfigError, RunFailed, UserError
 from relvit.guards import RunInterrupted
+from relvit.saved_config import resume_config
 
 log = logging.getLogger("relvit")
 
@@ -98,6 +100,9 @@ def log_lightning_once() -> None:
     logger already prints (and writes the run's log file), so every message came out twice."""
     import lightning  # noqa: F401
 
+    # Lightning's own use of a torch API that torch now deprecates; nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
     if logging.getLogger().handlers:
         logger = logging.getLogger("lightning")
         for handler in list(logger.handlers):
@@ -113,10 +118,13 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
     from relvit.training import train
 
     log_lightning_once()
+    check_config(cfg)
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
     second_overrides = None
     if cfg.get("finetune"):
-        check_config(cfg)  # the finetune list itself must be well-formed before it is composed
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("finetune=", "pretrained="))]
+        overrides = [o for o in HydraConfig.get().overrides.task
+                     if not o.startswith(("finetune=", "pretrained=", "resume=", "extend_to_epochs="))]
         overrides += list(cfg.finetune)
         overrides += ["finetune=null", f"paths.output_dir={Path(cfg.paths.output_dir) / 'finetune'}"]
         second_overrides = overrides

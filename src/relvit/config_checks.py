@@ -100,6 +100,10 @@ def check_config(cfg: DictConfig) -> None:
     if resume is not None:
         _require(Path(str(resume)).is_file(), "resume", str(resume), "the path of an existing checkpoint written by train.py")
         _require(pretrained is None, "pretrained", str(pretrained), "null when resume is set (resuming restores all weights)")
+    extend = get("extend_to_epochs")
+    if extend is not None:
+        _require(_is_int(extend) and extend > 0, "extend_to_epochs", extend, "null or a positive number of epochs")
+        _require(resume is not None, "extend_to_epochs", extend, "given with resume=<run>/checkpoints/last.ckpt, the run to extend")
     finetune = get("finetune")
     if finetune is not None:
         ok = OmegaConf.is_list(finetune) and all(isinstance(x, str) and "=" in x for x in finetune)

@@ -5,34 +5,18 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from relvit.checkpoints import read_checkpoint, state_dict_of
 from relvit.errors import ConfigError
 from relvit.run_files import claim_run_dir, write_hydra_files, write_json
+from relvit.saved_config import rebuild, saved_run_config
 from relvit.training import build, evaluate_splits, format_table
-from relvit.trusted_config import check_trusted, trusted_resolved
+from relvit.trusted_config import trusted_resolved
 
 #: Keys of evaluate.yaml itself, which are not part of the training config.
 OWN_KEYS = ("ckpt_path", "splits")
 VALID_SPLITS = ("val", "test")
-
-
-def saved_config_with_overrides(saved: dict[str, Any], cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The training config saved in a checkpoint, with each key the user overrode now taken from
-    ``cfg`` (whole groups such as ``dataset=...`` included)."""
-    merged = OmegaConf.create(saved)
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in OWN_KEYS or key.startswith("hydra"):
-            continue
-        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
-    merged.paths = cfg.paths  # write into this evaluation's own directory
-    # how the weights were obtained is history: evaluation loads them from the checkpoint itself
-    merged.pretrained = None
-    merged.resume = None
-    merged.finetune = None
-    return merged
 
 
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -42,17 +26,15 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     if bad:
         raise ConfigError(f"splits={list(cfg.splits)} is invalid: each split must be one of {VALID_SPLITS}")
     content = read_checkpoint(cfg.ckpt_path)
-    saved = content.get("relvit_config")
-    if not saved:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is invalid: it holds no saved run config; pass a checkpoint written by train.py")
+    saved = saved_run_config(content, "ckpt_path", str(cfg.ckpt_path))
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task)
-    if not isinstance(saved, dict):
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is invalid: its saved run config is a {type(saved).__name__}, not a config")
-    check_trusted(saved, f"the config saved in {cfg.ckpt_path}")
-    run_cfg = trusted_resolved(saved_config_with_overrides(saved, cfg, overrides), f"the config saved in {cfg.ckpt_path}")
+    run_cfg = rebuild(saved, cfg, overrides, OWN_KEYS)
+    # how the weights were obtained is history: evaluation loads them from the checkpoint itself
+    run_cfg.pretrained = run_cfg.resume = run_cfg.finetune = None
+    run_cfg = trusted_resolved(run_cfg, f"the config saved in {cfg.ckpt_path}")
     output_dir = claim_run_dir(cfg.paths.output_dir)
-    write_hydra_files(output_dir, cfg)
+    write_hydra_files(output_dir, run_cfg)
     run = build(run_cfg, run_config=saved)
     run.module.load_state_dict(state_dict_of(content))
     trainer = instantiate(run_cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from relvit.run_files import (
     write_json,
     write_text,
 )
+from relvit.schedules import StretchSchedule
 from relvit.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,10 @@ def make_trainer(cfg: DictConfig, guards: list[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards)
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    # a progress bar only where someone watches: redirected to a file it is a flood of lines
+    progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stderr.isatty()
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                       enable_progress_bar=progress)
 
 
 def restore_weights(module: L.LightningModule, ckpt_path: str | Path) -> None:
@@ -143,8 +148,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     the current step and raise RunInterrupted; a non-finite loss raises TrainingDiverged.
     """
     check_config(cfg)
-    output_dir = claim_run_dir(cfg.paths.output_dir)
-    write_hydra_files(output_dir, cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    debug = bool(cfg.trainer.get("fast_dev_run"))  # one batch of each split; nothing is written
+    if not debug:
+        claim_run_dir(output_dir)
+        write_hydra_files(output_dir, cfg)
     with StopRequest() as stop:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         run = build(cfg)
@@ -152,18 +160,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             load_pretrained(run.module, cfg.pretrained, strict=cfg.pretrained_strict)
         elif cfg.task.name == "downstream":
             log.warning("task=downstream without pretrained=<checkpoint>: training from scratch")
-        write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if not debug:
+            write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         stop.raise_if_asked("before training started")
         resume = cfg.get("resume")
         if resume:
             read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
-        trainer = make_trainer(cfg, [FiniteLoss(), RandomState()])
+        guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
+        trainer = make_trainer(cfg, guards)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         if checkpoint is not None and checkpoint.dirpath:
             trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
-        if trainer.fast_dev_run:
-            return {}
+        if debug:
+            metrics = evaluate_splits(trainer, run, ["val", "test"])
+            print(f"\ndebug run (one batch of each split, nothing saved):\n{format_table(metrics)}\n", flush=True)
+            return {"task": cfg.task.name, "output_dir": str(output_dir), "monitor": cfg.task.monitor, **metrics}
         if checkpoint is None:
             raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
         best = checkpoint.best_model_path or checkpoint.last_model_path

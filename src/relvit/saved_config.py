@@ -1,0 +1,62 @@
+"""A run's config rebuilt from the one saved in its checkpoint, with the command line's overrides on top."""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from relvit.errors import ConfigError
+from relvit.trusted_config import check_trusted
+
+
+def saved_run_config(content: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    """The run config stored in a checkpoint's ``content``, checked to build only this project's targets."""
+    saved = content.get("relvit_config")
+    if not saved:
+        raise ConfigError(f"{key}={path!r} is invalid: it holds no saved run config; pass a checkpoint written by train.py")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{key}={path!r} is invalid: its saved run config is a {type(saved).__name__}, not a config")
+    check_trusted(saved, f"the config saved in {path}")
+    return saved
+
+
+def rebuild(saved: dict[str, Any], cfg: DictConfig, overrides: list[str], own_keys: tuple[str, ...] = ()) -> DictConfig:
+    """``saved`` with each key the user overrode now taken from ``cfg`` (whole groups such as
+    ``dataset=...`` included), top-level keys added since the checkpoint was written taken from
+    ``cfg``, and ``cfg``'s paths, so the run writes into its own directory."""
+    merged = OmegaConf.create(saved)
+    for key in cfg:
+        if key not in merged and key not in own_keys:
+            merged[key] = cfg[key]
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in own_keys or key.startswith("hydra"):
+            continue
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    merged.paths = cfg.paths
+    return merged
+
+
+def check_resolved(cfg: DictConfig, source: str) -> None:
+    """Check the targets of ``cfg`` once more after interpolation (``oc.decode`` can make nodes)."""
+    check_trusted(OmegaConf.to_container(cfg, resolve=True), source)
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config of the run that wrote ``cfg.resume``, with this command line's overrides on top:
+    a resumed run goes on as it was, whatever the command repeats of the original one.
+    ``extend_to_epochs=N`` also sets ``trainer.max_epochs=N``."""
+    from relvit.checkpoints import read_checkpoint
+
+    path = str(cfg.resume)
+    content = read_checkpoint(path)
+    merged = rebuild(saved_run_config(content, "resume", path), cfg, overrides)
+    merged.pretrained = None  # the resumed weights replace any warm start
+    extend = cfg.get("extend_to_epochs")
+    if extend is not None:
+        done = int(content.get("epoch", -1)) + 1
+        if not isinstance(extend, int) or isinstance(extend, bool) or extend <= done:
+            raise ConfigError(f"extend_to_epochs={extend!r} is invalid: {path} has trained {done} epochs; give a larger number of epochs")
+        merged.trainer.max_epochs = extend
+    check_resolved(merged, f"the config saved in {path}")
+    return merged
