@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed or not
 
+from relvit.cli import log_lightning_once  # noqa: E402
 from relvit.data.download import extract_archive  # noqa: E402
 from relvit.training import build  # noqa: E402
 
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "cifar10-jpeg")
     parser.add_argument("--archive", type=Path, default=REPO / ".." / "shared" / "data" / "cifar10-train-jpeg.tar.xz")
     args = parser.parse_args()
+    log_lightning_once()  # no cloud adverts between the figures
     if not (args.data_dir / "train").is_dir():
         print(f"unpacking {args.archive} into {args.data_dir}", flush=True)
         extract_archive(args.archive, args.data_dir)

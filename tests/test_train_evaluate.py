@@ -44,7 +44,8 @@ def test_validation_writes_embedding_images(upstream_run):
     events = EventAccumulator(str(tmp / "run" / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     tags = events.Tags()["images"]
-    assert "embeddings/position_similarity" in tags and "embeddings/patch_filters" in tags
+    # upstream adds no position embeddings: their similarity would be a picture of the initialisation
+    assert "embeddings/patch_filters" in tags and "embeddings/position_similarity" not in tags
     scalars = events.Tags()["scalars"]
     assert "val/rel_acc" in scalars and any(t.startswith("lr-") for t in scalars)
 

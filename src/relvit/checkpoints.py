@@ -92,16 +92,19 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
-    def log(self, source: str) -> None:
-        log.info("pretrained %s: %d tensors loaded", source, len(self.loaded))
+    def log(self, source: str, limit: int = 12) -> None:
+        """One line of counts; names only for what was not loaded (at most ``limit`` of each kind)."""
+        log.info("pretrained %s: %d tensors loaded, %d skipped (shape differs), %d skipped (not in this task's "
+                 "model), %d missing (left as initialised)", source, len(self.loaded), len(self.shape_mismatch),
+                 len(self.unexpected), len(self.missing))
         for title, names in (
-            ("loaded", self.loaded),
             ("skipped, shape differs", self.shape_mismatch),
             ("skipped, not in this task's model", self.unexpected),
             ("missing, left as initialised", self.missing),
         ):
             if names:
-                log.info("  %s (%d): %s", title, len(names), ", ".join(names))
+                more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+                log.info("  %s: %s%s", title, ", ".join(names[:limit]), more)
 
 
 def load_pretrained(module: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:

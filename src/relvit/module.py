@@ -10,7 +10,13 @@ from torch import nn
 
 from relvit.backbones.base import TokenBackbone
 from relvit.heads import ClassifierHead, PairScoreHead
-from relvit.ssl import NUM_RELATIONS, angle_targets, distance_targets, position_targets, relation_targets
+from relvit.ssl import (
+    NUM_RELATIONS,
+    angle_targets,
+    distance_targets,
+    position_targets,
+    relation_targets,
+)
 from relvit.task import TaskSpec
 
 #: Parameters that timm (and DeiT) train without weight decay, besides every 1-D tensor.

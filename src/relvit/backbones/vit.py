@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
 
 from relvit.backbones.base import TokenBackbone
 

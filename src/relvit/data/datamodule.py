@@ -9,7 +9,12 @@ from torch.utils.data import DataLoader
 
 from relvit.data.batch_transform import BatchTransform
 from relvit.data.image_augment import BatchImageAugment
-from relvit.data.loaders import FileImageDataset, InMemoryLoader, TensorImageDataset, file_transform
+from relvit.data.loaders import (
+    FileImageDataset,
+    InMemoryLoader,
+    TensorImageDataset,
+    file_transform,
+)
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
 from relvit.data.splits import stratified_split
 from relvit.data.verify import BAD_IMAGE_POLICIES, describe_bad, find_bad_images
@@ -108,6 +113,12 @@ class RelViTDataModule(L.LightningDataModule):
                 raise ValueError(f"data.select_on=test, but dataset {self.source.name!r} has no test split")
             log.warning("data.select_on=test: the best checkpoint is picked on the TEST split (the original project's flaw)")
             self.splits["val"] = self.splits["test"]
+        # evaluation splits in a fixed mixed order: sources list files class by class, and a partial
+        # evaluation (trainer.limit_val_batches) should still see every class
+        for name in ("val", "test"):
+            if name in self.splits:
+                order = torch.randperm(len(self.splits[name]), generator=torch.Generator().manual_seed(self.split_seed))
+                self.splits[name] = _take(self.splits[name], order)
         log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
 
     def _checked(self, split: str, data: InMemorySplit | FileSplit) -> InMemorySplit | FileSplit:

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from relvit.errors import UserError
+from relvit.progress import Progress, progress
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,13 @@ def download_file(url: str, dest: str | os.PathLike, *, md5: str | None = None, 
         digest = hashlib.md5()
         received = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
+            length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+            with Progress(int(length) if length else size, f"downloading {dest.name}", "B", unit_scale=True) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
         if size is not None and received != size:
             raise DownloadError(f"download of {url} is {received} bytes, expected {size}; nothing was kept")
         if md5 is not None and digest.hexdigest() != md5.lower():
@@ -160,7 +164,9 @@ class _ZipReader:
         return top
 
     def extract_to(self, folder: Path) -> None:
-        self.zf.extractall(folder)
+        names = self.zf.namelist()
+        for name in progress(names, len(names), f"extracting {self.archive.name}", "files"):
+            self.zf.extract(name, folder)
 
 
 class _TarReader:
@@ -206,7 +212,9 @@ class _TarReader:
 
     def extract_to(self, folder: Path) -> None:
         # the "data" filter checks again against the real file system while extracting
+        members = self.tf.getmembers()
         try:
-            self.tf.extractall(folder, filter="data")
+            for member in progress(members, len(members), f"extracting {self.archive.name}", "files"):
+                self.tf.extract(member, folder, filter="data")
         except tarfile.FilterError as e:
             raise UnsafeArchiveError(f"{self.archive}: {e}; refusing to extract") from e

@@ -13,7 +13,12 @@ from pathlib import Path
 import torch
 
 from relvit.data.download import download_file, extract_archive
-from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit, InMemorySplit
+from relvit.data.sources.base import (
+    DataNotFoundError,
+    DataSource,
+    FileSplit,
+    InMemorySplit,
+)
 from relvit.data.sources.image_folder import decode_images, list_images
 
 log = logging.getLogger(__name__)
