@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from relvit.ssl.megapatch import MegaPatch, random_cuts
 from relvit.training import build
@@ -50,6 +51,26 @@ def test_shared_cuts_reproduce_the_original_flaw():
         a = m(t(image), generator=torch.Generator().manual_seed(0))
         b = t(m(image, generator=torch.Generator().manual_seed(0)))
         assert torch.allclose(a, b, atol=1e-6) == shared
+
+
+def test_bilinear_resize_is_the_original_plain_bilinear_resize():
+    image = torch.rand(2, 3, 32, 32)
+    out = MegaPatch(4, side=3, resize="bilinear")(image, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    rows, cols = random_cuts(2, 8, 3, gen) * 4, random_cuts(2, 8, 3, gen) * 4
+    for b in range(2):
+        for i in range(3):
+            for j in range(3):
+                region = image[b : b + 1, :, rows[b, i] : rows[b, i + 1], cols[b, j] : cols[b, j + 1]]
+                ref = F.interpolate(region, size=(4, 4), mode="bilinear", align_corners=False, antialias=False)
+                assert torch.allclose(out[b, :, i * 4 : (i + 1) * 4, j * 4 : (j + 1) * 4], ref[0], atol=1e-5)
+    area = MegaPatch(4, side=3)(image, generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(area, out, atol=1e-3)
+
+
+def test_unknown_resize_is_refused():
+    with pytest.raises(ValueError, match="resize must be one of"):
+        MegaPatch(4, side=3, resize="nearest")
 
 
 def test_side_larger_than_the_grid_is_refused():

@@ -172,21 +172,18 @@ def test_random_crop_has_the_original_side_and_uniform_offsets():
         assert freq.numel() == 5 and torch.allclose(freq, torch.full((5,), 0.2), atol=0.03)
 
 
-def test_cent_crop_boxes_follow_torchvision_random_resized_crop_inside_the_centre():
+def test_cent_crop_boxes_are_squares_of_the_original_scale_inside_the_centre():
     size, region = 32, 28  # ceil(32 / 1.15)
     anchor = 2
     params = PatchAugment(size, crop="centCrop").sample_params(1, 40, 50, generator=torch.Generator().manual_seed(8))
     top, left, height, width = params.crop_box.T
     assert (top >= anchor).all() and (left >= anchor).all()
     assert (top + height <= anchor + region).all() and (left + width <= anchor + region).all()
-
-    torch.manual_seed(9)
+    # RandomResizedCrop(scale=(0.85, 0.85), ratio=(1, 1)), as the original: one square size
     centre = torch.zeros(3, region, region)
-    ref = torch.tensor([T.RandomResizedCrop.get_params(centre, [0.85, 0.85], [3 / 4, 4 / 3]) for _ in range(2000)])
-    for ours, theirs in ((height, ref[:, 2]), (width, ref[:, 3])):
-        ours_freq = torch.bincount(ours, minlength=region + 1).float() / ours.numel()
-        ref_freq = torch.bincount(theirs, minlength=region + 1).float() / theirs.numel()
-        assert 0.5 * (ours_freq - ref_freq).abs().sum().item() < 0.06  # total variation distance
+    _, _, ref_h, ref_w = T.RandomResizedCrop.get_params(centre, [0.85, 0.85], [1.0, 1.0])
+    assert (height == ref_h).all() and (width == ref_w).all() and ref_h == ref_w
+    assert set(top.tolist()) == set(range(anchor, anchor + region - ref_h + 1))
 
 
 def test_random_noise_is_standard_normal_after_normalisation():
