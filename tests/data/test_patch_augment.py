@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 import torchvision.transforms.v2 as T
+import torchvision.transforms.functional as TF1
 import torchvision.transforms.v2.functional as TF
 
 from relvit.data.patch_augment import (
@@ -280,3 +281,53 @@ def test_bad_probability_or_repeat_gives_the_item(spec, bad):
 def test_bad_crop_lists_the_modes():
     with pytest.raises(ValueError, match="centCrop"):
         PatchAugment(4, crop="center")
+
+
+# ---------------------------------------------------------------------------------------------
+# The original recipe's order: normalise, then the per-patch ops
+
+
+def notes_reference(images: torch.Tensor, params: PatchParams, mean, std, p: int) -> torch.Tensor:
+    """The original's per-patch pipeline written from the method notes, one patch at a time with
+    torchvision's (v1) tensor ops: normalise the image, then per patch a crop resized back
+    bilinearly, colour jitter in the patch's order (blends clamp to [0, 1]), grayscale (no clamp)."""
+    x = (images.float() / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    out = x.clone()
+    b, _, h, w = x.shape
+    ops = (TF1.adjust_brightness, TF1.adjust_contrast, TF1.adjust_saturation, TF1.adjust_hue)
+    m = 0
+    for i in range(b):
+        for r in range(h // p):
+            for c in range(w // p):
+                patch = x[i, :, r * p : (r + 1) * p, c * p : (c + 1) * p]
+                patch = TF1.resize(TF1.crop(patch, *params.crop_box[m].tolist()), [p, p], antialias=False)
+                if params.jitter[m]:
+                    for op in params.jitter_order[m].tolist():
+                        patch = ops[op](patch, float(params.jitter_factors[m, op]))
+                if params.gray[m]:
+                    patch = TF1.rgb_to_grayscale(patch, num_output_channels=3)
+                out[i, :, r * p : (r + 1) * p, c * p : (c + 1) * p] = patch
+                m += 1
+    return out
+
+
+def test_original_recipe_pipeline_matches_a_per_patch_reference(tiny_cfg):
+    from hydra.utils import instantiate
+
+    cfg = tiny_cfg("recipe=original", "task=upstream")
+    dm = instantiate(cfg.data)
+    augment = dm.batch_transform.patch_augment
+    assert augment.normalized_input
+    p = cfg.dataset.patch_size
+    # colour images, so that the hue and the clamps see every case, plus a few grey ones like digits
+    images = torch.randint(0, 256, (6, 3, 16, 16), generator=torch.Generator().manual_seed(13), dtype=torch.uint8)
+    images[:2] = images[:2, :1]
+    torch.manual_seed(14)
+    ours = dm.batch_transform(images, train=True, augment_images=False)
+    torch.manual_seed(14)
+    params = augment.sample_params(6, 16 // p, 16 // p)
+    ref = notes_reference(images, params, list(cfg.dataset.mean), list(cfg.dataset.std), p)
+    assert (ours - ref).abs().max().item() <= TOL
+    # the clamps bite: jittered patches lose every normalised value below 0
+    normalised = (images.float() / 255 - torch.tensor(list(cfg.dataset.mean))[:, None, None]) / torch.tensor(list(cfg.dataset.std))[:, None, None]
+    assert normalised.min() < -0.5 and (ours < 0).float().mean() < (normalised < 0).float().mean() / 2
