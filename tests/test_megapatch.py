@@ -78,8 +78,11 @@ def test_side_larger_than_the_grid_is_refused():
         MegaPatch(4, side=5)(torch.rand(1, 3, 16, 16))
 
 
-def test_megapatch_task_trains_on_side_by_side_tokens(tiny_cfg):
-    run = build(tiny_cfg("task=megapatch", "task.megapatch.side=3"))
+@pytest.mark.parametrize("recipe", ["corrected", "original"])
+def test_megapatch_task_trains_on_side_by_side_tokens(tiny_cfg, recipe):
+    run = build(tiny_cfg("task=megapatch", "task.megapatch.side=3", f"recipe={recipe}"))
+    megapatch = run.datamodule.batch_transform.megapatch
+    assert (megapatch.resize, megapatch.shared_cuts) == {"corrected": ("area", False), "original": ("bilinear", True)}[recipe]
     assert run.module.backbone.grid_size == 3
     assert run.module.position_head.out_features == 9
     images, labels = next(iter(run.datamodule.train_dataloader()))
@@ -87,6 +90,14 @@ def test_megapatch_task_trains_on_side_by_side_tokens(tiny_cfg):
     assert x.shape[-1] == 3 * 4
     out = run.module.compute_losses(x, labels)
     assert torch.isfinite(out["loss"]) and "rel_loss" in out
+    if recipe == "original":
+        # normalised before the tiling and the per-patch ops: the blends' clamp leaves jittered
+        # patches with no value below 0, the normalised mean
+        torch.manual_seed(0)
+        tiles = run.datamodule.batch_transform(images, train=True, augment_images=False)
+        torch.manual_seed(0)
+        plain = run.datamodule.batch_transform(images, train=False, augment_images=False)
+        assert (tiles < 0).float().mean() < (plain < 0).float().mean()
 
 
 def test_megapatch_side_is_checked_before_work(tiny_cfg):
