@@ -246,8 +246,8 @@ class PatchAugment(torch.nn.Module):
         # centCrop: a centre region of side ceil(P / 1.15), then a square of area 0.85 of it at a
         # uniform offset (with ratio (1, 1) torchvision's first RandomResizedCrop attempt always fits)
         region = math.ceil(p / CROP_SHRINK)
-        anchor = int(round((p - region) / 2.0))
-        side = int(round(math.sqrt(CENT_CROP_SCALE * region * region)))
+        anchor = round((p - region) / 2.0)
+        side = round(math.sqrt(CENT_CROP_SCALE * region * region))
         offsets = torch.randint(0, region - side + 1, (num, 2), device=device, generator=generator)
         return torch.cat([anchor + offsets, torch.full_like(offsets, side)], dim=1)
 
