@@ -112,3 +112,30 @@ def test_distance_and_angle_tasks(batch_and):
     parts = out["rel_loss"] + out["pos_loss"] + out["dist_loss"] + out["angle_loss"] + out["clf_loss"]
     assert out["loss"].item() == pytest.approx(parts.item(), rel=1e-6)  # the plain sum
     assert run.module.distance_head.num_outputs == 1
+
+
+def test_no_class_token_keeps_the_final_norm():
+    backbone = vit(class_token=False)
+    assert isinstance(backbone.vit.norm, torch.nn.LayerNorm)
+    _, patches = backbone(torch.rand(2, 3, 16, 16))
+    # the final LayerNorm (weight 1, bias 0 at initialisation) leaves every token with mean 0, std 1
+    assert torch.allclose(patches.mean(-1), torch.zeros(2, 16), atol=1e-5)
+    assert torch.allclose(patches.var(-1, unbiased=False), torch.ones(2, 16), atol=1e-3)
+
+
+def test_drop_rates_reach_the_attention_projection_and_the_mlp():
+    backbone = vit(drop_rate=0.3, attn_drop_rate=0.2)
+    for block in backbone.vit.blocks:
+        assert block.attn.proj_drop.p == 0.3 and block.mlp.drop1.p == 0.3 and block.mlp.drop2.p == 0.3
+        assert block.attn.attn_drop.p == 0.2
+    assert backbone.vit.pos_drop.p == 0.3
+    backbone.train()
+    x = torch.rand(2, 3, 16, 16)
+    assert not torch.equal(backbone(x)[1], backbone(x)[1])  # dropout acts while training
+
+
+@pytest.mark.parametrize("std", [1e-6, 0.02])
+def test_cls_token_initialisation_std(std):
+    torch.manual_seed(0)
+    backbone = ViTBackbone(image_size=16, patch_size=4, embed_dim=768, depth=1, num_heads=2, cls_token_std=std)
+    assert backbone.vit.cls_token.std().item() == pytest.approx(std, rel=0.1)

@@ -23,6 +23,15 @@ def test_dataset_configs(tmp_path, name):
     assert isinstance(source, DataSource) and source.name
 
 
+@pytest.mark.parametrize("name", [n for n in options("dataset") if n.split("_")[-1].isdigit() and n != "flower102_112"])
+def test_resolution_variants_normalise_with_their_own_statistics(tmp_path, name):
+    variant = compose_config(tmp_path, [f"dataset={name}"])
+    base = compose_config(tmp_path, [f"dataset={name.rsplit('_', 1)[0]}"])
+    assert list(variant.dataset.mean) != list(base.dataset.mean) or list(variant.dataset.std) != list(base.dataset.std)
+    dm = instantiate(variant.data)
+    assert dm.batch_transform.std.flatten().tolist() == pytest.approx(list(variant.dataset.std))
+
+
 @pytest.mark.parametrize("name", options("backbone"))
 def test_backbone_configs(tmp_path, name):
     cfg = compose_config(tmp_path, [f"backbone={name}"])

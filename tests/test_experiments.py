@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from relvit.training import train
@@ -58,3 +59,29 @@ def test_experiments_keep_the_original_hyper_parameters(tmp_path):
     assert (swin.task.name, swin.dataset.name, swin.data.batch_size, swin.seed) == ("joint", "cifar10_224", 64, 2022)
     mega = compose_config(tmp_path, ["experiment=upstream_megapatch_imagenet100"])
     assert (mega.task.name, mega.task.megapatch.side, mega.dataset.name) == ("megapatch", 6, "imagenet100")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_with_the_original_recipe(tmp_path, name):
+    cfg = compose_config(tmp_path, [f"experiment={name}", "recipe=original"])
+    default = compose_config(tmp_path, [f"experiment={name}"])
+    assert (cfg.recipe.name, default.recipe.name) == ("original", "corrected")
+    # the experiment's own hyper-parameters are kept; the recipe changes only its own keys
+    for key in ("seed", "dataset.name", "backbone._target_", "task.name", "optimizer.lr", "data.batch_size", "trainer.max_epochs"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(default, key), key
+    assert (cfg.data.select_on, cfg.data.drop_last, cfg.task.decay_all_parameters, cfg.task.online_probe) == ("test", False, True, False)
+    assert cfg.task.relation_loss_dropout_needs_smoothing
+    if cfg.task.patch_augment:
+        assert cfg.task.patch_augment.normalized_input
+    if cfg.task.megapatch:
+        assert cfg.task.megapatch.shared_cuts and cfg.task.megapatch.resize == "bilinear"
+    if "t2t" in cfg.backbone._target_:
+        assert (cfg.backbone.drop_path_rate, default.backbone.drop_path_rate) == (0.0, 0.1)
+    if "cls_token_std" in cfg.backbone:
+        assert cfg.backbone.cls_token_std == 0.02
+
+
+def test_quickstart_runs_one_batch_with_the_original_recipe(tmp_path):
+    cfg = compose_config(tmp_path, ["experiment=quickstart", "recipe=original", "debug=fast", "trainer.accelerator=cpu"])
+    train(cfg)
+    assert (tmp_path / "run" / "config.yaml").is_file()

@@ -1,5 +1,7 @@
+import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from relvit.ssl import relation_targets
 from relvit.training import build
@@ -79,3 +81,67 @@ def test_frozen_backbone_trains_only_the_classifier(tiny_cfg):
     run = build(tiny_cfg("task=downstream", "task.freeze_backbone=true"))
     trainable = [n for n, p in run.module.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("classifier.") for n in trainable)
+
+
+def test_patch_shuffle_leaves_validation_batches_in_raster_order(tiny_cfg):
+    shuffled = build(tiny_cfg("task=joint", "task.patch_shuffle=true", "backbone.drop_path_rate=0.0"))
+    plain = build(tiny_cfg("task=joint", "backbone.drop_path_rate=0.0"))
+    plain.module.load_state_dict(shuffled.module.state_dict())
+    images, labels = one_batch(plain, train=False)
+    shuffled.module.eval(), plain.module.eval()
+    a, b = shuffled.module.compute_losses(images, labels), plain.module.compute_losses(images, labels)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    shuffled.module.train(), plain.module.train()
+    assert not torch.equal(shuffled.module.compute_losses(images, labels)["rel_loss"], plain.module.compute_losses(images, labels)["rel_loss"])
+
+
+def fit_three_steps(tiny_cfg, *overrides):
+    """The backbone weights after three optimiser steps of upstream training, seeded as train.py seeds."""
+    # a clip threshold far below the gradient norm, so that clipping acts on every step
+    cfg = tiny_cfg("task=upstream", "trainer.limit_train_batches=3", "trainer.limit_val_batches=0",
+                   "trainer.gradient_clip_val=0.01", *overrides)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run = build(cfg)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    trainer.fit(run.module, datamodule=run.datamodule)
+    assert trainer.global_step == 3
+    return run.module.backbone.state_dict(), run.module
+
+
+def test_online_probe_leaves_backbone_training_unchanged(tiny_cfg):
+    with_probe, module = fit_three_steps(tiny_cfg, "task.online_probe=true")
+    without, _ = fit_three_steps(tiny_cfg, "task.online_probe=false")
+    assert module.probe is not None and module.probe.fc.weight.grad.abs().sum() > 0  # the probe did train
+    assert with_probe.keys() == without.keys()
+    assert all(torch.equal(with_probe[k], without[k]) for k in with_probe)
+    initial = build(tiny_cfg("task=upstream")).module.backbone.state_dict()
+    assert not torch.equal(initial["vit.blocks.0.attn.qkv.weight"], with_probe["vit.blocks.0.attn.qkv.weight"])
+
+
+def test_relation_loss_dropout_needs_smoothing_under_the_original_recipe(tiny_cfg):
+    reference = build(tiny_cfg("task=joint"))
+    images, labels = one_batch(reference, train=False)
+
+    def rel_loss(*overrides):
+        run = build(tiny_cfg("task=joint", "backbone.drop_path_rate=0.0", "task.relation_loss_dropout=0.5", *overrides))
+        run.module.load_state_dict(reference.module.state_dict())
+        run.module.train()
+        torch.manual_seed(1)
+        return run.module.compute_losses(images, labels)["rel_loss"]
+
+    plain = rel_loss("task.relation_loss_dropout=0.0")
+    assert not torch.equal(rel_loss(), plain)
+    assert torch.equal(rel_loss("recipe=original"), plain)  # no smoothing: the plain cross-entropy
+    smoothed = rel_loss("task.relation_loss_dropout=0.0", "task.relation_label_smoothing=0.1")
+    assert not torch.equal(rel_loss("recipe=original", "task.relation_label_smoothing=0.1"), smoothed)
+
+
+@pytest.mark.parametrize("recipe,exempt", [("corrected", True), ("original", False)])
+def test_weight_decay_exemptions_follow_the_recipe(tiny_cfg, recipe, exempt):
+    run = build(tiny_cfg(f"recipe={recipe}"))
+    run.module.trainer = type("T", (), {"estimated_stepping_batches": 10})()
+    groups = run.module.configure_optimizers()["optimizer"].param_groups
+    no_decay = [p for g in groups if g["weight_decay"] == 0 for p in g["params"]]
+    cls = run.module.backbone.vit.cls_token
+    assert any(p is cls for p in no_decay) == exempt
+    assert (len(no_decay) > 0) == exempt

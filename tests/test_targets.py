@@ -71,13 +71,36 @@ def test_distances_by_hand():
 
 def test_angles_by_hand():
     a = angle_targets(2)
-    # shifted by G/2 = 1: token 0 at (-1,-1), token 3 at (0,0) -> degenerate norm gives cos 0 -> 1/2
-    # tokens 1 (-1,0) and 2 (0,-1) are orthogonal: angle pi/2 -> 0.5 -> 0 after rescaling
-    assert a[1, 2] == pytest.approx(0.0, abs=1e-4)
-    # token 0 (-1,-1) and token 1 (-1,0): 45 degrees -> 0.25 -> -0.5
-    assert a[0, 1] == pytest.approx(-0.5, abs=1e-3)
+    # shifted by +G/2 = 1: token 0 at (1, 1), token 1 at (2, 1), token 2 at (1, 2), token 3 at (2, 2);
+    # the widest angle is between tokens 1 and 2 -> +1; tokens 0 and 3 are collinear, and only the
+    # 1e-4 in the denominator keeps their angle above 0
+    assert a[1, 2] == pytest.approx(1.0)
+    assert -1.0 < a[0, 3] < -0.95
     assert torch.allclose(torch.diagonal(a), torch.full((4,), -1.0))
-    assert a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, a.T)
+
+
+def notes_angle(side, a, b):
+    """The method notes' angle formula for one pair, before the division by the maximum."""
+    if a == b:
+        return 0.0
+    (ra, ca), (rb, cb) = divmod(a, side), divmod(b, side)
+    pa, pb = (ca + side / 2, ra + side / 2), (cb + side / 2, rb + side / 2)
+    dot = pa[0] * pb[0] + pa[1] * pb[1]
+    return math.acos(dot / (math.hypot(*pa) * math.hypot(*pb) + 1e-4)) / math.pi
+
+
+@pytest.mark.parametrize("side", range(2, 17))
+def test_angle_and_distance_targets_follow_the_notes_formulas(side):
+    n = side * side
+    raw = [[notes_angle(side, a, b) for b in range(n)] for a in range(n)]
+    top = max(max(row) for row in raw)
+    expected_angle = torch.tensor([[m / top * 2 - 1 for m in row] for row in raw])
+    dist = [[math.dist(divmod(a, side), divmod(b, side)) for b in range(n)] for a in range(n)]
+    far = max(max(row) for row in dist)
+    expected_dist = torch.tensor([[2 * d / far - 1 for d in row] for row in dist])
+    assert torch.allclose(angle_targets(side), expected_angle.float(), atol=1e-5)
+    assert torch.allclose(distance_targets(side), expected_dist.float(), atol=1e-5)
 
 
 def test_bad_side_is_refused():

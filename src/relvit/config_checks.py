@@ -66,11 +66,17 @@ def check_config(cfg: DictConfig) -> None:
     if all(isinstance(v, int) for v in vit_sizes.values()):
         _require(cfg.backbone.embed_dim % cfg.backbone.num_heads == 0, "backbone.num_heads", cfg.backbone.num_heads,
                  f"it must divide backbone.embed_dim={cfg.backbone.embed_dim}")
-    for key in ("backbone.drop_rate", "backbone.drop_path_rate"):
+    for key in ("backbone.drop_rate", "backbone.attn_drop_rate", "backbone.drop_path_rate"):
         value = get(key)
         if value is not None:
             _require(_is_number(value) and 0.0 <= value < 1.0, key, value, "a rate in [0, 1)")
-    _require(_is_number(cfg.data.val_fraction) and 0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a fraction strictly between 0 and 1")
+    _require(_is_number(cfg.data.val_fraction), "data.val_fraction", cfg.data.val_fraction, "a fraction in [0, 1)")
+    if cfg.data.get("select_on") == "test":  # nothing is held out: the test split selects
+        _require(0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a fraction in [0, 1)")
+    else:
+        _require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
+                 f"a fraction strictly between 0 and 1 with data.select_on={cfg.data.get('select_on')} "
+                 "(0, training on the whole split, needs data.select_on=test)")
     lr = get("optimizer.lr")
     if lr is not None:
         _require(_is_number(lr) and lr > 0, "optimizer.lr", lr, "a positive, finite learning rate such as 5e-4")

@@ -57,8 +57,12 @@ class RelViTModule(L.LightningModule):
         if pool == "cls" and not backbone.has_cls_token:
             raise ValueError("task.classifier_pool=cls, but the backbone has no CLS token: use mean or flatten")
         self.classifier = ClassifierHead(d, n, num_classes, pool) if task.supervised else None
-        # the pretext losses train the patch tokens, not the CLS token: probe their mean
-        self.probe = ClassifierHead(d, n, num_classes, "mean") if task.online_probe else None
+        # the pretext losses train the patch tokens, not the CLS token: probe their mean. Its
+        # initialisation draws from a forked RNG, so switching it on shifts no later random draw.
+        self.probe = None
+        if task.online_probe:
+            with torch.random.fork_rng(devices=[]):
+                self.probe = ClassifierHead(d, n, num_classes, "mean")
         self.register_buffer("rel_target", relation_targets(side), persistent=False)  # [N, N]
         self.register_buffer("pos_target", position_targets(side), persistent=False)  # [N]
         self.register_buffer("dist_target", distance_targets(side), persistent=False)  # [N, N]
@@ -93,7 +97,7 @@ class RelViTModule(L.LightningModule):
         b = images.shape[0]
         n = self.backbone.num_patches
         perm = None
-        if task.patch_shuffle:
+        if task.patch_shuffle and self.training:  # validation and test images keep their layout
             images, perm = self.shuffle_patches(images)
         cls, tokens = self.backbone(images, add_pos_embed=task.add_pos_embed)  # [B, D], [B, N, D]
         if task.cls_to_patches and cls is not None:
@@ -111,7 +115,8 @@ class RelViTModule(L.LightningModule):
             logits = self.relation_head(tokens)  # [B, 9, N, N]
             target = pair_target(self.rel_target)
             per_pair = F.cross_entropy(logits, target, reduction="none", label_smoothing=task.relation_label_smoothing)
-            if task.relation_loss_dropout > 0:
+            dropout_on = not task.relation_loss_dropout_needs_smoothing or task.relation_label_smoothing > 0
+            if task.relation_loss_dropout > 0 and dropout_on:
                 per_pair = F.dropout(per_pair, task.relation_loss_dropout, training=self.training)
             out["rel_loss"] = per_pair.mean()
             out["rel_acc"] = (logits.argmax(1) == target).float().mean()
@@ -164,10 +169,22 @@ class RelViTModule(L.LightningModule):
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES else decay).append(param)
+            exempt = param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
+            (no_decay if exempt and not self.task.decay_all_parameters else decay).append(param)
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the gradients of what the losses train, leaving the online probe out: its gradients
+        would otherwise enter the global norm and change how much the backbone's are scaled."""
+        if not gradient_clip_val:
+            return
+        params = [p for name, p in self.named_parameters() if p.grad is not None and not name.startswith("probe.")]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the composed run config, as plain containers, so evaluate.py can rebuild the run

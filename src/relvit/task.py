@@ -24,8 +24,10 @@ class TaskSpec:
     online_probe: bool = False
     relation_label_smoothing: float = 0.0
     relation_loss_dropout: float = 0.0
+    relation_loss_dropout_needs_smoothing: bool = False
     cls_to_patches: bool = False
     freeze_backbone: bool = False
+    decay_all_parameters: bool = False
     classifier_pool: str = "auto"
     monitor: str = "val/loss"
     monitor_mode: str = "min"

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 import torchvision.transforms.v2 as T
+import torchvision.transforms.functional as TF1
 import torchvision.transforms.v2.functional as TF
 
 from relvit.data.patch_augment import (
@@ -172,21 +173,18 @@ def test_random_crop_has_the_original_side_and_uniform_offsets():
         assert freq.numel() == 5 and torch.allclose(freq, torch.full((5,), 0.2), atol=0.03)
 
 
-def test_cent_crop_boxes_follow_torchvision_random_resized_crop_inside_the_centre():
+def test_cent_crop_boxes_are_squares_of_the_original_scale_inside_the_centre():
     size, region = 32, 28  # ceil(32 / 1.15)
     anchor = 2
     params = PatchAugment(size, crop="centCrop").sample_params(1, 40, 50, generator=torch.Generator().manual_seed(8))
     top, left, height, width = params.crop_box.T
     assert (top >= anchor).all() and (left >= anchor).all()
     assert (top + height <= anchor + region).all() and (left + width <= anchor + region).all()
-
-    torch.manual_seed(9)
+    # RandomResizedCrop(scale=(0.85, 0.85), ratio=(1, 1)), as the original: one square size
     centre = torch.zeros(3, region, region)
-    ref = torch.tensor([T.RandomResizedCrop.get_params(centre, [0.85, 0.85], [3 / 4, 4 / 3]) for _ in range(2000)])
-    for ours, theirs in ((height, ref[:, 2]), (width, ref[:, 3])):
-        ours_freq = torch.bincount(ours, minlength=region + 1).float() / ours.numel()
-        ref_freq = torch.bincount(theirs, minlength=region + 1).float() / theirs.numel()
-        assert 0.5 * (ours_freq - ref_freq).abs().sum().item() < 0.06  # total variation distance
+    _, _, ref_h, ref_w = T.RandomResizedCrop.get_params(centre, [0.85, 0.85], [1.0, 1.0])
+    assert (height == ref_h).all() and (width == ref_w).all() and ref_h == ref_w
+    assert set(top.tolist()) == set(range(anchor, anchor + region - ref_h + 1))
 
 
 def test_random_noise_is_standard_normal_after_normalisation():
@@ -283,3 +281,53 @@ def test_bad_probability_or_repeat_gives_the_item(spec, bad):
 def test_bad_crop_lists_the_modes():
     with pytest.raises(ValueError, match="centCrop"):
         PatchAugment(4, crop="center")
+
+
+# ---------------------------------------------------------------------------------------------
+# The original recipe's order: normalise, then the per-patch ops
+
+
+def notes_reference(images: torch.Tensor, params: PatchParams, mean, std, p: int) -> torch.Tensor:
+    """The original's per-patch pipeline written from the method notes, one patch at a time with
+    torchvision's (v1) tensor ops: normalise the image, then per patch a crop resized back
+    bilinearly, colour jitter in the patch's order (blends clamp to [0, 1]), grayscale (no clamp)."""
+    x = (images.float() / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    out = x.clone()
+    b, _, h, w = x.shape
+    ops = (TF1.adjust_brightness, TF1.adjust_contrast, TF1.adjust_saturation, TF1.adjust_hue)
+    m = 0
+    for i in range(b):
+        for r in range(h // p):
+            for c in range(w // p):
+                patch = x[i, :, r * p : (r + 1) * p, c * p : (c + 1) * p]
+                patch = TF1.resize(TF1.crop(patch, *params.crop_box[m].tolist()), [p, p], antialias=False)
+                if params.jitter[m]:
+                    for op in params.jitter_order[m].tolist():
+                        patch = ops[op](patch, float(params.jitter_factors[m, op]))
+                if params.gray[m]:
+                    patch = TF1.rgb_to_grayscale(patch, num_output_channels=3)
+                out[i, :, r * p : (r + 1) * p, c * p : (c + 1) * p] = patch
+                m += 1
+    return out
+
+
+def test_original_recipe_pipeline_matches_a_per_patch_reference(tiny_cfg):
+    from hydra.utils import instantiate
+
+    cfg = tiny_cfg("recipe=original", "task=upstream")
+    dm = instantiate(cfg.data)
+    augment = dm.batch_transform.patch_augment
+    assert augment.normalized_input
+    p = cfg.dataset.patch_size
+    # colour images, so that the hue and the clamps see every case, plus a few grey ones like digits
+    images = torch.randint(0, 256, (6, 3, 16, 16), generator=torch.Generator().manual_seed(13), dtype=torch.uint8)
+    images[:2] = images[:2, :1]
+    torch.manual_seed(14)
+    ours = dm.batch_transform(images, train=True, augment_images=False)
+    torch.manual_seed(14)
+    params = augment.sample_params(6, 16 // p, 16 // p)
+    ref = notes_reference(images, params, list(cfg.dataset.mean), list(cfg.dataset.std), p)
+    assert (ours - ref).abs().max().item() <= TOL
+    # the clamps bite: jittered patches lose every normalised value below 0
+    normalised = (images.float() / 255 - torch.tensor(list(cfg.dataset.mean))[:, None, None]) / torch.tensor(list(cfg.dataset.std))[:, None, None]
+    assert normalised.min() < -0.5 and (ours < 0).float().mean() < (normalised < 0).float().mean() / 2

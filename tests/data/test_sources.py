@@ -536,6 +536,20 @@ STATS = {
     "flower102": ([0.5115, 0.4160, 0.3410], [0.2951, 0.2488, 0.2882]),
     "imagenet_subset": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     "image_folder": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    # resolution variants: the statistics of the resized images (flower102_112 is flower102's)
+    "cifar10_14": ([0.4913, 0.4820, 0.4463], [0.2275, 0.2244, 0.2442]),
+    "cifar10_28": ([0.4916, 0.4824, 0.4467], [0.2394, 0.2360, 0.2547]),
+    "cifar10_36": ([0.4917, 0.4824, 0.4468], [0.2411, 0.2376, 0.2563]),
+    "cifar10_56": ([0.4917, 0.4824, 0.4468], [0.2411, 0.2376, 0.2563]),
+    "cifar10_112": ([0.4917, 0.4824, 0.4468], [0.2411, 0.2376, 0.2563]),
+    "cifar10_224": ([0.4914, 0.4822, 0.4465], [0.2413, 0.2378, 0.2564]),
+    "cifar100_224": ([0.5070, 0.4865, 0.4409], [0.2622, 0.2513, 0.2714]),
+    "tiny_imagenet_224": ([0.4805, 0.4484, 0.3978], [0.2667, 0.2584, 0.2722]),
+    "svhn_224": ([0.4377, 0.4438, 0.4728], [0.1960, 0.1989, 0.1955]),
+    "flower102_56": ([0.5136, 0.4163, 0.3426], [0.2887, 0.2414, 0.2831]),
+    "imagenet100_112": ([0.4583, 0.4505, 0.3889], [0.2512, 0.2347, 0.2510]),
+    "imagenet100_56": ([0.4581, 0.4503, 0.3886], [0.2511, 0.2345, 0.2509]),
+    "imagenet100_28": ([0.4582, 0.4504, 0.3887], [0.2512, 0.2345, 0.2508]),
 }
 
 
@@ -570,7 +584,7 @@ def test_dataset_config_composes_into_its_facts(tmp_path, name):
     assert d.hflip is True
     if train_tf == "crop_flip":
         assert d.crop_padding == 4
-    assert (list(d.mean), list(d.std)) == STATS[base]
+    assert (list(d.mean), list(d.std)) == STATS.get(name, STATS[base])
     assert d.download is False
     assert d.root == str(tmp_path / folder)
     assert d.source.root == d.root and d.source.download is False

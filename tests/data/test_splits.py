@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from relvit.data.splits import stratified_split
@@ -38,3 +39,30 @@ def test_digits_train_val_test_sizes(tiny_cfg):
     train, test = source.load("train"), source.load("test")
     flat = lambda s: {tuple(x.flatten().tolist()) for x in s.images[:, 0]}  # noqa: E731
     assert not flat(train) & flat(test)  # no image in both
+
+
+@pytest.mark.parametrize("overrides", [["data.select_on=test"], ["data.select_on=test", "data.val_fraction=0"], ["recipe=original"]])
+def test_selection_on_test_trains_on_every_training_image(tiny_cfg, overrides):
+    from relvit.training import build
+
+    run = build(tiny_cfg(*overrides))
+    splits = run.datamodule.splits
+    assert len(splits["train"]) == len(DigitsSource().load("train")) == 1797 - 359
+    assert splits["val"] is splits["test"]
+
+
+def test_zero_val_fraction_needs_selection_on_test(tiny_cfg):
+    from relvit.config_checks import ConfigError
+    from relvit.training import build
+
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0 is invalid: .*needs data.select_on=test"):
+        build(tiny_cfg("data.val_fraction=0"))
+
+
+@pytest.mark.parametrize("recipe,batches", [("corrected", 1438 // 64), ("original", -(-1438 // 64))])
+def test_last_incomplete_batch_is_kept_only_by_the_original_recipe(tiny_cfg, recipe, batches):
+    from relvit.training import build
+
+    run = build(tiny_cfg(f"recipe={recipe}", "data.select_on=test"))
+    loader = run.datamodule.train_dataloader()
+    assert len(loader) == batches and sum(len(y) for _, y in loader) == 1438 // 64 * 64 + (recipe == "original") * (1438 % 64)

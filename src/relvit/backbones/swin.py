@@ -34,6 +34,7 @@ class SwinBackbone(TokenBackbone):
         num_heads: tuple[int, ...] = (3, 6, 12, 24),
         window_size: int = 7,
         drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
     ):
         super().__init__()
@@ -54,6 +55,7 @@ class SwinBackbone(TokenBackbone):
             # timm's own drop_rate only feeds the classifier, which is left out here; the
             # original Swin's drop_rate is the dropout after the attention projection and the MLP
             proj_drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
             num_classes=0,
         )

@@ -155,6 +155,7 @@ class T2TViTBackbone(TokenBackbone):
         variant: str,
         image_size: int = 224,
         drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
     ):
         super().__init__()
@@ -182,6 +183,7 @@ class T2TViTBackbone(TokenBackbone):
                 mlp_ratio=mlp_ratio,
                 qkv_bias=False,
                 proj_drop=drop_rate,
+                attn_drop=attn_drop_rate,
                 drop_path=rate,
                 norm_layer=nn.LayerNorm,
             )

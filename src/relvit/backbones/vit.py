@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from relvit.backbones.base import TokenBackbone
@@ -31,8 +32,11 @@ class ViTBackbone(TokenBackbone):
     """timm VisionTransformer (pre-norm blocks, qkv bias, LayerNorm eps 1e-6, truncated-normal init).
 
     Ablations of the original: ``attention_mask`` (``diagonal``: every token attends to itself
-    only; ``diagonal_clf_row``: the same, but the CLS token attends to all), ``class_token=False``,
-    and fixed ``sincos`` position embeddings instead of learned ones.
+    only; ``diagonal_clf_row``: the same, but the CLS token attends to all), ``class_token=False``
+    (the final LayerNorm still normalises the patch tokens), and fixed ``sincos`` position
+    embeddings instead of learned ones. ``drop_rate`` is the original's ``dropout``: after the
+    attention projection, in the MLP and on the embedded tokens; ``attn_drop_rate`` drops attention
+    weights. The CLS token starts from a truncated normal of std ``cls_token_std``.
     """
 
     def __init__(
@@ -44,10 +48,12 @@ class ViTBackbone(TokenBackbone):
         num_heads: int,
         mlp_ratio: float = 4.0,
         drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         class_token: bool = True,
         attention_mask: str = "none",
         position_embedding: str = "learned",
+        cls_token_std: float = 1e-6,
     ):
         super().__init__()
         if image_size % patch_size:
@@ -66,13 +72,18 @@ class ViTBackbone(TokenBackbone):
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
-            drop_rate=drop_rate,
+            # timm's drop_rate only feeds its classifier, which is left out here
             pos_drop_rate=drop_rate,
+            proj_drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate,
             class_token=class_token,
-            global_pool="token" if class_token else "avg",
+            # not "avg": timm would move the final norm after its pooling, leaving vit.norm an Identity
+            global_pool="token" if class_token else "",
             num_classes=0,
         )
+        if class_token:
+            nn.init.trunc_normal_(self.vit.cls_token, std=cls_token_std)
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size
         self.has_cls_token = class_token

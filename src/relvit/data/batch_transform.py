@@ -12,7 +12,8 @@ class BatchTransform(nn.Module):
 
     In order: the dataset's image-level transforms (only for batches that did not already get them
     in loader workers), the task's mega-patch tiling (every split), its per-patch augmentation
-    (training only), per-channel normalisation.
+    (training only), per-channel normalisation. A per-patch augmentation with ``normalized_input``
+    (the original's order) comes after the normalisation instead, which then precedes the tiling.
     """
 
     def __init__(self, image_augment: BatchImageAugment, mean, std, patch_augment: nn.Module | None = None, megapatch: nn.Module | None = None):
@@ -32,10 +33,13 @@ class BatchTransform(nn.Module):
         x = images.float().div_(255)
         if augment_images and not crop_first:
             x = self.image_augment(x, train)
+        if self.mean.device != x.device:
+            self.to(x.device)  # once: the statistics follow the batches to their device
+        normalise_first = getattr(self.patch_augment, "normalized_input", False)
+        if normalise_first:
+            x = (x - self.mean) / self.std
         if self.megapatch is not None:
             x = self.megapatch(x)
         if train and self.patch_augment is not None:
             x = self.patch_augment(x)
-        if self.mean.device != x.device:
-            self.to(x.device)  # once: the statistics follow the batches to their device
-        return (x - self.mean) / self.std
+        return x if normalise_first else (x - self.mean) / self.std

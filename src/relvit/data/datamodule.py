@@ -30,8 +30,9 @@ class RelViTDataModule(L.LightningDataModule):
     tiling (every split), its per-patch augmentation (training only), per-channel normalisation.
 
     A validation split is held out of the training data (stratified, fixed seed) when the source
-    has none. ``select_on: test`` makes the "val" loader serve the test split instead: the
-    original project's model selection on the test set, kept only to reproduce its numbers.
+    has none. ``select_on: test`` makes the "val" loader serve the test split instead and trains on
+    the whole training split: the original project's model selection on the test set, kept only to
+    reproduce its numbers.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class RelViTDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         select_on: str = "val",
+        drop_last: bool = True,
         in_memory_on_device: bool = True,
         patch_augment: torch.nn.Module | None = None,
         megapatch: torch.nn.Module | None = None,
@@ -71,6 +73,7 @@ class RelViTDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.select_on = select_on
+        self.drop_last = drop_last
         self.in_memory_on_device = in_memory_on_device
         self.seed = seed
         if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -92,15 +95,17 @@ class RelViTDataModule(L.LightningDataModule):
         train = self._checked("train", self.source.load("train"))
         if "val" in self.source.splits:
             val = self._checked("val", self.source.load("val"))
+        elif self.select_on == "test":
+            val = None  # replaced by the test split below: nothing is held out
         else:
             keep, held = stratified_split(train.labels, self.val_fraction, self.split_seed)
             train, val = _take(train, keep), _take(train, held)
-        if len(train) < self.batch_size:
+        if len(train) < self.batch_size and self.drop_last:
             raise ValueError(
                 f"data.batch_size={self.batch_size} is larger than the {len(train)} training images, and "
                 f"the last incomplete batch is dropped: use data.batch_size={len(train)} or less"
             )
-        if len(val) == 0:
+        if val is not None and len(val) == 0:
             raise ValueError(
                 f"the validation split is empty ({len(train)} training images, data.val_fraction={self.val_fraction} "
                 "holds one image out only from classes with two or more): add images or give the dataset a val/ folder"
@@ -108,17 +113,18 @@ class RelViTDataModule(L.LightningDataModule):
         self.splits = {"train": train, "val": val}
         if "test" in self.source.splits:
             self.splits["test"] = self._checked("test", self.source.load("test"))
-        if self.select_on == "test":
-            if "test" not in self.splits:
-                raise ValueError(f"data.select_on=test, but dataset {self.source.name!r} has no test split")
-            log.warning("data.select_on=test: the best checkpoint is picked on the TEST split (the original project's flaw)")
-            self.splits["val"] = self.splits["test"]
         # evaluation splits in a fixed mixed order: sources list files class by class, and a partial
         # evaluation (trainer.limit_val_batches) should still see every class
         for name in ("val", "test"):
-            if name in self.splits:
+            if self.splits.get(name) is not None:
                 order = torch.randperm(len(self.splits[name]), generator=torch.Generator().manual_seed(self.split_seed))
                 self.splits[name] = _take(self.splits[name], order)
+        if self.select_on == "test":
+            if "test" not in self.splits:
+                raise ValueError(f"data.select_on=test, but dataset {self.source.name!r} has no test split")
+            log.warning("data.select_on=test: the best checkpoint is picked on the TEST split and no validation "
+                        "split is held out (the original project's flaw)")
+            self.splits["val"] = self.splits["test"]
         log.info("splits: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
 
     def _checked(self, split: str, data: InMemorySplit | FileSplit) -> InMemorySplit | FileSplit:
@@ -158,7 +164,7 @@ class RelViTDataModule(L.LightningDataModule):
                 # batches of this epoch the trainer has taken (counted before on_train_batch_end saves)
                 position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None
                 return InMemoryLoader(data.images.to(device), data.labels.to(device), batch_size, shuffle=train, seed=self.seed,
-                                      drop_last=train, epoch=epoch, position=position)
+                                      drop_last=train and self.drop_last, epoch=epoch, position=position)
             dataset = TensorImageDataset(data.images, data.labels)
         else:
             a = self.image_augment
@@ -168,7 +174,7 @@ class RelViTDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             shuffle=train,
-            drop_last=train,
+            drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,

@@ -24,11 +24,8 @@ CROP_SHRINK = 1.15
 # ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1): uniform ranges of the three
 # factors and of the hue shift.
 JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
-# centCrop: RandomResizedCrop(P, scale=(0.85, 0.85)) with torchvision's default ratio range and
-# number of attempts before its fallback to the whole (centre-cropped) region.
+# centCrop: RandomResizedCrop(P, scale=(0.85, 0.85), ratio=(1, 1)), as the original: square boxes.
 CENT_CROP_SCALE = 0.85
-CENT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-CENT_CROP_ATTEMPTS = 10
 
 # ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
@@ -69,7 +66,7 @@ class PatchParams:
     jitter_factors: Tensor  # float32 [M, 4]: brightness, contrast, saturation factors and hue shift
     gray: Tensor  # bool [M]
     noise: Tensor  # bool [M]
-    noise_values: Tensor | None  # float32 [M, 3, P, P] in [0, 1]-image units; None without randomNoise
+    noise_values: Tensor | None  # float32 [M, 3, P, P] in the input's units; None without randomNoise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,12 +89,13 @@ def to_grayscale(x: Tensor) -> Tensor:
     return _luma(x).expand_as(x)
 
 
-def adjust_tone(x: Tensor, op: Tensor, factor: Tensor) -> Tensor:
+def adjust_tone(x: Tensor, op: Tensor, factor: Tensor, active: Tensor | None = None) -> Tensor:
     """Brightness (op 0), contrast (op 1) or saturation (op 2), chosen per patch, as torchvision's.
 
-    x [M, 3, P, P], op int64 [M], factor [M] -> [M, 3, P, P]. All three are clamp(x * f + g * (1 - f))
-    with g = 0, the patch's mean luma or the pixel's luma, so one blend serves every patch; a factor
-    of 1 is an exact identity for images in [0, 1].
+    x [M, 3, P, P], op int64 [M], factor [M], active bool [M] or None (all) -> [M, 3, P, P]. All three
+    are clamp(x * f + g * (1 - f), 0, 1) with g = 0, the patch's mean luma or the pixel's luma, so one
+    blend serves every patch. Inactive patches pass with factor 1 and no clamp: for normalised
+    patches (the original's order) a clamp is not an identity.
     """
     op, f = _per_patch(op), _per_patch(factor)
     luma = _luma(x)  # [M, 1, P, P]
@@ -105,7 +103,11 @@ def adjust_tone(x: Tensor, op: Tensor, factor: Tensor) -> Tensor:
     # g * (1 - f) as luma * a + b with per-patch a, b: only [M, 1, P, P] work before the one full blend.
     a = (op == 2) * (1.0 - f)
     b = (op == 1) * (1.0 - f) * mean
-    return torch.addcmul(luma * a + b, x, f).clamp_(0.0, 1.0)
+    out = torch.addcmul(luma * a + b, x, f)
+    if active is None:
+        return out.clamp_(0.0, 1.0)
+    on = _per_patch(active)
+    return out.clamp_(torch.where(on, 0.0, -math.inf).to(x.dtype), torch.where(on, 1.0, math.inf).to(x.dtype))
 
 
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
@@ -114,7 +116,8 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     The hue is kept in sixths of a turn, h in [0, 6), with red, green and blue at 0, 2 and 4. Back to
     RGB, a channel is max - (max - min) * clamp(d - 1, 0, 1) with d the circular distance from h to
     the channel's own hue: torchvision's HSV sector table in closed form (no gather, no saturation
-    division, since v * s = max - min).
+    division, since v * s = max - min). Like torchvision, it clamps to [0, 1] every channel but the one
+    its sector gives the maximum: a no-op in [0, 1], what the original does to normalised patches.
     """
     r, g, b = x.unbind(dim=1)
     minc, maxc = torch.aminmax(x, dim=1)  # [M, P, P]
@@ -129,7 +132,10 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     centre = torch.arange(0.0, 6.0, 2.0, device=x.device, dtype=x.dtype)[:, None, None]  # [3, 1, 1]: 0, 2, 4
     dist = (hue.unsqueeze(1) - centre).abs_()  # [M, 3, P, P], in [0, 6)
     ramp = torch.minimum(dist - 1.0, 5.0 - dist).clamp_(0.0, 1.0)
-    return torch.addcmul(maxc.unsqueeze(1), spread.unsqueeze(1), ramp, value=-1.0)
+    out = torch.addcmul(maxc.unsqueeze(1), spread.unsqueeze(1), ramp, value=-1.0).clamp_(0.0, 1.0)
+    # sectors [5, 1), [1, 3), [3, 5) give the maximum to red, green, blue
+    top = torch.div(hue + 1.0, 2.0, rounding_mode="floor").remainder_(3.0)  # [M, P, P]
+    return torch.where(top.unsqueeze(1) == centre / 2.0, maxc.unsqueeze(1), out)
 
 
 def color_jitter(x: Tensor, order: Tensor, factors: Tensor) -> Tensor:
@@ -139,7 +145,7 @@ def color_jitter(x: Tensor, order: Tensor, factors: Tensor) -> Tensor:
     three factors and the hue shift. Shapes must stay static (no gathering of patches, no device
     syncs), so the sequence runs as three tone slots, the hue, three tone slots: the tone ops before
     the patch's hue act in the first three slots, those after it in the last three, and an unused
-    slot has factor 1. That costs one hue per patch instead of one per order position.
+    slot has factor 1 and no clamp. That costs one hue per patch instead of one per order position.
     """
     hue_pos = (order == 3).long().argmax(dim=1, keepdim=True)  # [M, 1]
     slot = torch.arange(3, device=order.device)
@@ -147,10 +153,10 @@ def color_jitter(x: Tensor, order: Tensor, factors: Tensor) -> Tensor:
     tone_ops = torch.where(before, order[:, :3], order[:, 1:])  # [M, 3]: the tone ops in their order
     tone_factors = factors.gather(1, tone_ops)
     for j in range(3):
-        x = adjust_tone(x, tone_ops[:, j], torch.where(before[:, j], tone_factors[:, j], 1.0))
+        x = adjust_tone(x, tone_ops[:, j], torch.where(before[:, j], tone_factors[:, j], 1.0), before[:, j])
     x = adjust_hue(x, factors[:, 3])
     for j in range(3):
-        x = adjust_tone(x, tone_ops[:, j], torch.where(before[:, j], 1.0, tone_factors[:, j]))
+        x = adjust_tone(x, tone_ops[:, j], torch.where(before[:, j], 1.0, tone_factors[:, j]), ~before[:, j])
     return x
 
 
@@ -193,9 +199,11 @@ class PatchAugment(torch.nn.Module):
         (patch replaced by noise that is N(0, 1) after normalisation with mean/std); applied in order.
         The noise leaves [0, 1] and the colour ops assume [0, 1], so randomNoise belongs last.
     crop: "random" (crop of side round(P / 1.15) at a uniform offset), "centCrop" (centre crop of side
-        ceil(P / 1.15), then RandomResizedCrop(P, scale=(0.85, 0.85), ratio=(3/4, 4/3)) inside it) or
+        ceil(P / 1.15), then RandomResizedCrop(P, scale=(0.85, 0.85), ratio=(1, 1)) inside it) or
         "none"; the crop is resized back to P x P and comes before the colour ops.
     mean, std: the per-channel normalisation applied after this module; only randomNoise uses them.
+    normalized_input: the images arrive already normalised, the original's order: colour blends then
+        clamp them to [0, 1] as torchvision does, and randomNoise draws N(0, 1) directly.
     """
 
     def __init__(
@@ -205,6 +213,7 @@ class PatchAugment(torch.nn.Module):
         crop: str = "random",
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
+        normalized_input: bool = False,
     ) -> None:
         super().__init__()
         if patch_size < 1:
@@ -219,9 +228,10 @@ class PatchAugment(torch.nn.Module):
         # Python floats, not buffers: no host-to-device copy per call, whatever device the images are on.
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.normalized_input = bool(normalized_input)
 
     def extra_repr(self) -> str:
-        return f"patch_size={self.patch_size}, ops={self.ops}, crop={self.crop!r}"
+        return f"patch_size={self.patch_size}, ops={self.ops}, crop={self.crop!r}, normalized_input={self.normalized_input}"
 
     def _crop_boxes(self, num: int, device: torch.device, generator: torch.Generator | None) -> Tensor | None:
         """int64 [num, 4] boxes (top, left, height, width) inside a patch, or None for crop="none"."""
@@ -233,26 +243,13 @@ class PatchAugment(torch.nn.Module):
             offsets = torch.randint(0, p - side + 1, (num, 2), device=device, generator=generator)
             return torch.cat([offsets, torch.full_like(offsets, side)], dim=1)
 
-        # centCrop: every RandomResizedCrop attempt is drawn at once; a patch keeps its first
-        # valid one and falls back to the whole centre region when none is valid, as torchvision.
+        # centCrop: a centre region of side ceil(P / 1.15), then a square of area 0.85 of it at a
+        # uniform offset (with ratio (1, 1) torchvision's first RandomResizedCrop attempt always fits)
         region = math.ceil(p / CROP_SHRINK)
-        anchor = int(round((p - region) / 2.0))
-        log_lo, log_hi = math.log(CENT_CROP_RATIO[0]), math.log(CENT_CROP_RATIO[1])
-        u = torch.rand(num, CENT_CROP_ATTEMPTS, device=device, generator=generator)
-        ratio = torch.exp(log_lo + (log_hi - log_lo) * u)  # [num, attempts]
-        area = CENT_CROP_SCALE * region * region
-        w = torch.sqrt(area * ratio).round().long()
-        h = torch.sqrt(area / ratio).round().long()
-        valid = (w > 0) & (w <= region) & (h > 0) & (h <= region)
-        first = valid.long().argmax(dim=1, keepdim=True)  # [num, 1]; 0 when no attempt is valid
-        found = valid.any(dim=1)
-        w = torch.where(found, w.gather(1, first)[:, 0], region)
-        h = torch.where(found, h.gather(1, first)[:, 0], region)
-        size = torch.stack([h, w], dim=1)  # [num, 2]
-        # Uniform integer offset in [0, region - size] per patch.
-        u = torch.rand(num, 2, device=device, generator=generator)
-        offsets = (u * (region - size + 1)).floor().long().clamp_(max=region - size)
-        return torch.cat([anchor + offsets, size], dim=1)
+        anchor = round((p - region) / 2.0)
+        side = round(math.sqrt(CENT_CROP_SCALE * region * region))
+        offsets = torch.randint(0, region - side + 1, (num, 2), device=device, generator=generator)
+        return torch.cat([anchor + offsets, torch.full_like(offsets, side)], dim=1)
 
     def sample_params(
         self,
@@ -280,14 +277,16 @@ class PatchAugment(torch.nn.Module):
         noise_values = None
         if "randomNoise" in self.ops:
             noise_values = torch.randn(num, 3, p, p, device=device, generator=generator)
-            for c in range(3):
-                noise_values[:, c].mul_(self.std[c]).add_(self.mean[c])
+            if not self.normalized_input:  # in [0, 1]-image units, N(0, 1) once normalised
+                for c in range(3):
+                    noise_values[:, c].mul_(self.std[c]).add_(self.mean[c])
         return PatchParams(crop_box, jitter, order, factors, gray, noise, noise_values)
 
     def apply(self, images: Tensor, params: PatchParams) -> Tensor:
-        """images float [B, 3, H, W] in [0, 1] and their patches' parameters -> [B, 3, H, W]."""
+        """images float [B, 3, H, W] (in [0, 1], or normalised with normalized_input) and their patches'
+        parameters -> [B, 3, H, W]."""
         if not images.is_floating_point():
-            raise TypeError(f"PatchAugment needs float images in [0, 1], got {images.dtype}")
+            raise TypeError(f"PatchAugment needs float images, got {images.dtype}")
         batch, channels, height, width = images.shape
         p = self.patch_size
         if channels != 3 or height % p or width % p:
@@ -314,7 +313,7 @@ class PatchAugment(torch.nn.Module):
         return x.to(images.dtype)
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """images float [B, 3, H, W] in [0, 1] (H, W multiples of patch_size) -> same shape, device and dtype;
+        """images float [B, 3, H, W] (H, W multiples of patch_size) -> same shape, device and dtype;
         every patch of every image draws its own random parameters."""
         batch, _, height, width = images.shape
         p = self.patch_size

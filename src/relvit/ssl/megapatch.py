@@ -5,6 +5,11 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+#: How a rectangle shrinks to one patch: roi_align's samples per output pixel, per axis, in each
+#: mode ("area": enough to average every source pixel; "bilinear": one, plain bilinear resizing
+#: with no antialiasing, as the original; rectangles never shrink below a patch, so it never clamps).
+RESIZE_SAMPLING = {"area": -1, "bilinear": 1}
+
 
 def random_cuts(batch: int, grid: int, side: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Edges of ``side`` bands on a ``grid``-cell axis, per image: LongTensor [B, side + 1].
@@ -27,14 +32,18 @@ class MegaPatch(nn.Module):
 
     Row and column cuts are drawn independently per image (``shared_cuts=True`` reproduces the
     original code, which cut the columns where it cut the rows). Every rectangle of whole patches is
-    resized (bilinear, averaging when it shrinks) to one P x P patch: images [B, C, G*P, G*P] ->
-    [B, C, S*P, S*P], with S*S tokens and S*S position classes.
+    resized to one P x P patch (``resize``: "area" averages when it shrinks, "bilinear" is the
+    original's plain bilinear resize): images [B, C, G*P, G*P] -> [B, C, S*P, S*P], with S*S tokens and
+    S*S position classes.
     """
 
-    def __init__(self, patch_size: int, side: int = 5, shared_cuts: bool = False):
+    def __init__(self, patch_size: int, side: int = 5, shared_cuts: bool = False, resize: str = "area"):
         super().__init__()
         if side < 2:
             raise ValueError(f"task.megapatch.side must be at least 2, got {side}")
+        if resize not in RESIZE_SAMPLING:
+            raise ValueError(f"resize must be one of {list(RESIZE_SAMPLING)}, got {resize!r}")
+        self.resize = resize
         self.patch_size = patch_size
         self.side = side
         self.shared_cuts = shared_cuts
@@ -53,5 +62,5 @@ class MegaPatch(nn.Module):
         x1, x2 = cols[:, None, :-1].expand(b, s, s), cols[:, None, 1:].expand(b, s, s)
         index = torch.arange(b, device=images.device)[:, None, None].expand(b, s, s)
         boxes = torch.stack((index, x1, y1, x2, y2), dim=-1).reshape(-1, 5).to(images.dtype)  # [B*S*S, 5]
-        tiles = roi_align(images, boxes, output_size=p, spatial_scale=1.0, sampling_ratio=-1, aligned=True)  # [B*S*S, C, P, P]
+        tiles = roi_align(images, boxes, output_size=p, spatial_scale=1.0, sampling_ratio=RESIZE_SAMPLING[self.resize], aligned=True)  # [B*S*S, C, P, P]
         return tiles.view(b, s, s, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, s * p, s * p)

@@ -56,12 +56,19 @@ def distance_targets(side: int) -> torch.Tensor:
 
 
 def angle_targets(side: int) -> torch.Tensor:
-    """Angle between the grid coordinates of every pair, centred on the grid (shifted by G/2):
-    ``arccos(p_a . p_b / (|p_a| |p_b| + 1e-4)) / pi``, 0 on the diagonal, mapped from [0, 1] to
-    [-1, 1]: FloatTensor [N, N]."""
-    p = grid_coordinates(side).float() - side / 2
+    """Angle between the grid coordinates of every pair, as the original defines it: FloatTensor [N, N].
+
+    Coordinates ``p = (col + G/2, row + G/2)`` (shifted by plus G/2, so none is the origin);
+    ``m = arccos(p_a . p_b / (|p_a| |p_b| + 1e-4)) / pi`` with 0 on the diagonal; then
+    ``m / max(m) * 2 - 1``, so the widest angle on the grid maps to +1. A 1 x 1 grid gives [[-1.]].
+    """
+    # float64: arccos is steep near 1, where collinear pairs sit
+    p = grid_coordinates(side).flip(1).double() + side / 2  # [N, 2]: (col, row)
     norms = p.norm(dim=1)
     cosine = (p @ p.T) / (norms[:, None] * norms[None, :] + 1e-4)
     angle = torch.arccos(cosine.clamp(-1.0, 1.0)) / math.pi
     angle.fill_diagonal_(0.0)
-    return 2.0 * angle - 1.0
+    largest = angle.max()
+    if largest == 0:
+        return torch.full_like(angle, -1.0, dtype=torch.float32)
+    return (angle / largest * 2.0 - 1.0).float()
