@@ -176,15 +176,19 @@ class RelViTModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip the gradients of what the losses train, leaving the online probe out: its gradients
-        would otherwise enter the global norm and change how much the backbone's are scaled."""
+        """Clip the online probe's gradients apart from those the losses train: in one global norm
+        the probe's would change how much the backbone's are scaled."""
         if not gradient_clip_val:
             return
-        params = [p for name, p in self.named_parameters() if p.grad is not None and not name.startswith("probe.")]
-        if gradient_clip_algorithm == "value":
-            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        with_grad = [(name, p) for name, p in self.named_parameters() if p.grad is not None]
+        probe = [p for name, p in with_grad if name.startswith("probe.")]
+        for params in ([p for name, p in with_grad if not name.startswith("probe.")], probe):
+            if not params:
+                continue
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the composed run config, as plain containers, so evaluate.py can rebuild the run
