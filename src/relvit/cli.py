@@ -34,9 +34,17 @@ def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             return fn(cfg)
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if _in_sweep():
+                raise  # Hydra records the job as failed and the sweep goes on (SystemExit would end it)
             sys.exit(2)
 
     return wrapped
+
+
+def _in_sweep() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 class _NoAdverts(logging.Filter):
@@ -80,6 +88,8 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
 
 
 def report_test_accuracy(summary: dict[str, Any]) -> None:
+    from relvit.distributed import is_rank_zero
+
     test = summary.get("test", {})
-    if "test/acc" in test:
+    if "test/acc" in test and is_rank_zero():
         print(f"final test accuracy: {test['test/acc']:.4f}  ({summary['output_dir']})", flush=True)

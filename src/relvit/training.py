@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import ConfigError, check_config
 from relvit.data.datamodule import RelViTDataModule
+from relvit.distributed import is_rank_zero
 from relvit.module import RelViTModule
 from relvit.task import TaskSpec
 
@@ -138,7 +139,8 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one run into ``cfg.paths.output_dir`` and return the metrics of its best checkpoint."""
     output_dir = Path(cfg.paths.output_dir)
-    check_fresh_output_dir(output_dir)
+    if is_rank_zero():  # the other ranks of a DDP job share rank zero's fresh dir
+        check_fresh_output_dir(output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run = build(cfg)
     if cfg.get("pretrained"):
@@ -146,7 +148,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.task.name == "downstream":
         log.warning("task=downstream without pretrained=<checkpoint>: training from scratch")
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer = make_trainer(cfg)
     resume = cfg.get("resume")
     if resume:
@@ -160,6 +163,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
     summary = {"task": cfg.task.name, "best_checkpoint": str(best), "output_dir": str(output_dir),
                "monitor": cfg.task.monitor, **metrics}
+    if not trainer.is_global_zero:
+        return summary
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(f"\nrun dir: {output_dir}\nbest checkpoint: {best}\n{format_table(metrics)}\n", flush=True)
     return summary

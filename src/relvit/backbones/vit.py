@@ -72,6 +72,7 @@ class ViTBackbone(TokenBackbone):
             drop_path_rate=drop_path_rate,
             class_token=class_token,
             global_pool="token" if class_token else "avg",
+            fc_norm=False,  # timm's pooled-feature norm: forward never reaches it (the heads pool)
             num_classes=0,
         )
         self.embed_dim = embed_dim

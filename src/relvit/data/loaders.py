@@ -20,7 +20,7 @@ class InMemoryLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, epoch: Callable[[], int] | None = None):
+                 drop_last: bool = False, epoch: Callable[[], int] | None = None, num_batches: int | None = None):
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
@@ -29,10 +29,12 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.passes = 0
         self.epoch = epoch or (lambda: self.passes)
+        self.num_batches = num_batches  # caps an epoch, so that every DDP rank steps equally often
 
     def __len__(self) -> int:
         n = self.labels.numel()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batches if self.num_batches is None else min(batches, self.num_batches)
 
     def __iter__(self):
         n = self.labels.numel()
@@ -81,8 +83,7 @@ class FileImageDataset(Dataset):
 
 
 class TensorImageDataset(Dataset):
-    """In-memory uint8 images served through DataLoader workers (used under multi-device strategies,
-    where each process needs its own shard of the data)."""
+    """In-memory uint8 images served through DataLoader workers (with data.in_memory_on_device=false)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images = images
