@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -136,3 +137,12 @@ class DistributedJob(Callback):
             else:
                 os.environ[key] = value
         self.saved = {}
+
+
+def requeued_checkpoint(output_dir: Path) -> Path | None:
+    """``checkpoints/last.ckpt`` of this run dir when SLURM has requeued the job (after a preemption
+    or its time limit): the job resumes where it stopped, in its own run dir. None otherwise."""
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and last.is_file():
+        return last
+    return None

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import ConfigError, check_config
 from relvit.data.datamodule import RelViTDataModule
-from relvit.distributed import is_rank_zero
+from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.module import RelViTModule
 from relvit.task import TaskSpec
 
@@ -139,7 +139,8 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit one run into ``cfg.paths.output_dir`` and return the metrics of its best checkpoint."""
     output_dir = Path(cfg.paths.output_dir)
-    if is_rank_zero():  # the other ranks of a DDP job share rank zero's fresh dir
+    requeued = requeued_checkpoint(output_dir)
+    if requeued is None and is_rank_zero():  # the other ranks of a DDP job share rank zero's fresh dir
         check_fresh_output_dir(output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run = build(cfg)
@@ -151,7 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero():
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer = make_trainer(cfg)
-    resume = cfg.get("resume")
+    resume = str(requeued) if requeued else cfg.get("resume")
     if resume:
         read_checkpoint(resume)  # refuses code-bearing files with this project's message
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
