@@ -59,6 +59,16 @@ def test_a_sweep_of_ddp_jobs_writes_one_sweep_dir(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_ranks_started_by_torchrun_share_one_run_dir(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(REPO / "train.py"), "task=joint", *TINY, *DDP], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    assert run_dir.name.startswith("torchrun-")
+    assert (run_dir / "metrics.json").is_file() and done.stdout.count("best checkpoint:") == 1
+
+
 def test_training_shards_are_disjoint_and_cover_the_split():
     n, world = 1295, 2
     shards = [train_shard(n, rank, world, seed=7) for rank in range(world)]
@@ -127,3 +137,34 @@ def test_ranks_from_srun_share_one_run_id(monkeypatch):
 
     assert os.environ["RELVIT_RUN_ID"] == "slurm-123-0"
     assert argv == ["train.py", "trainer=ddp", "hydra.output_subdir=null", "hydra.job.name=rank3"]
+
+
+def test_a_requeued_slurm_job_resumes_in_its_own_run_dir(tiny_cfg, monkeypatch, caplog):
+    import logging
+
+    from omegaconf import open_dict
+
+    from relvit.checkpoints import read_checkpoint
+    from relvit.training import train
+
+    cfg = tiny_cfg("task=joint")
+    first = train(cfg)
+    last = read_checkpoint(first["output_dir"] + "/checkpoints/last.ckpt")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in a requeued job
+    caplog.set_level(logging.INFO)
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 2
+    again = train(cfg)
+    assert again["output_dir"] == first["output_dir"]
+    resumed = read_checkpoint(again["output_dir"] + "/checkpoints/last.ckpt")
+    assert f"Restoring states from the checkpoint path at {first['output_dir']}/checkpoints/last.ckpt" in caplog.text
+    assert resumed["global_step"] == 2 * last["global_step"]  # it went on, rather than starting over
+
+
+def test_parallel_jobs_on_one_machine_take_one_gpu_each(monkeypatch):
+    from relvit.distributed import gpu_slot
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [gpu_slot(k) for k in range(6)] == [[0], [1], [2], [3], [0], [1]]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert gpu_slot(3) == 1  # no GPU: one CPU device

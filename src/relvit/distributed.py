@@ -17,13 +17,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DistributedSampler
 
 PARENT_JOB = "RELVIT_PARENT_JOB"
 RUN_ID = "RELVIT_RUN_ID"
 # what Lightning's launcher sets in rank zero's environment when it starts the other ranks
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def gpu_slot(job_num: int) -> list[int] | int:
+    """``trainer.devices`` of job ``job_num`` in a parallel sweep on one machine: GPU ``job_num`` mod
+    the number of GPUs, so that jobs running side by side use different GPUs (one device on CPU)."""
+    count = torch.cuda.device_count()
+    return [int(job_num) % count] if count else 1
+
+
+OmegaConf.register_new_resolver("relvit_gpu_slot", gpu_slot, replace=True)
 
 
 def global_rank() -> int:
