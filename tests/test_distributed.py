@@ -168,3 +168,21 @@ def test_parallel_jobs_on_one_machine_take_one_gpu_each(monkeypatch):
     assert [gpu_slot(k) for k in range(6)] == [[0], [1], [2], [3], [0], [1]]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert gpu_slot(3) == 1  # no GPU: one CPU device
+
+
+@pytest.mark.slow
+def test_two_phase_recipe_under_ddp_matches_one_process_evaluations(tmp_path):
+    """Upstream then fine-tuning (the downstream task), both phases on two processes."""
+    done = run_train("task=upstream", 'finetune=["task=downstream","trainer.max_epochs=2"]', *TINY_DDP, *DDP,
+                     "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    assert done.stdout.count("final test accuracy:") == 1
+    for phase_dir in (run_dir, run_dir / "finetune"):
+        trained = json.loads((phase_dir / "metrics.json").read_text())
+        cfg = compose_config(tmp_path / phase_dir.name, [f"ckpt_path={trained['best_checkpoint']}", "trainer=cpu"],
+                             config_name="evaluate")
+        alone = evaluate(cfg, overrides=["trainer=cpu"])
+        for split in ("val", "test"):
+            for key, value in trained[split].items():
+                assert value == pytest.approx(alone[split][key], abs=1e-4), key
