@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from relvit.config_checks import ConfigError
 from relvit.distributed import EvalShardSampler, adopt_parent_job, eval_shard, train_batches, train_shard
 from relvit.evaluation import evaluate
 
@@ -112,6 +113,11 @@ def test_in_memory_ranks_hold_their_own_shard_on_their_device(tiny_cfg):
     first = [next(iter(loader))[0] for loader in loaders]
     assert not torch.equal(first[0], first[1])  # each rank shuffles its own images
     assert torch.equal(next(iter(loaders[0]))[0], first[0])  # and the order repeats with the seed and epoch
+    dm.batch_size = len(train) // 2 + 1  # fits the split, not one rank's half of it
+    dm.trainer = FakeTrainer(0)
+    with pytest.raises(ConfigError, match=rf"data\.batch_size={dm.batch_size} is larger than the {len(train) // 2} training images each of the 2"):
+        dm.train_dataloader()
+    dm.trainer = None
 
 
 def test_ranks_that_lightning_starts_run_rank_zeros_job(monkeypatch):

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from relvit.config_checks import ConfigError
 from relvit.data.batch_transform import BatchTransform
 from relvit.data.image_augment import BatchImageAugment
 from relvit.data.loaders import FileImageDataset, InMemoryLoader, TensorImageDataset, file_transform
@@ -143,7 +144,7 @@ class RelViTDataModule(L.LightningDataModule):
         images, labels = (data.images, data.labels) if index is None else (data.images[index], data.labels[index])
         batches = train_batches(n, world, batch_size) if train else None
         if batches == 0:
-            raise ValueError(f"data.batch_size={batch_size} is larger than the {n // world} training images "
+            raise ConfigError(f"data.batch_size={batch_size} is larger than the {n // world} training images "
                              f"each of the {world} processes holds: use data.batch_size={n // world} or less")
         # each rank shuffles its shard with a seed of its own, the same in every run
         return InMemoryLoader(images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed + 1_000_003 * rank,
