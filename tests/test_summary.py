@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from relvit.summary import JOB_RECORD, write_summary
 
 from conftest import REPO, TINY, subprocess_env
