@@ -18,4 +18,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from relvit.distributed import adopt_parent_job
+
+    sys.argv = adopt_parent_job(sys.argv)  # a DDP rank runs rank zero's job, in rank zero's run dir
     run_main(main)

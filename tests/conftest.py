@@ -85,3 +85,13 @@ def cli(tmp_path, monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a train.py / evaluate.py subprocess: this checkout's package first, so
+    the test runs the code under test whether or not the package is installed from elsewhere."""
+    import os
+
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    return env

@@ -13,7 +13,7 @@ from relvit.evaluation import evaluate
 from relvit.run_files import OutputDirError
 from relvit.training import build, train
 
-from conftest import REPO, TINY, compose_config
+from conftest import REPO, TINY, compose_config, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,8 @@ def test_code_bearing_checkpoints_are_refused(tmp_path):
 
 
 def run_cli(script, *args, cwd):
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env=subprocess_env())
 
 
 def test_cli_reports_a_bad_value_in_one_line(tmp_path):

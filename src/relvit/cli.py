@@ -41,9 +41,13 @@ def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             return fn(cfg)
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if _in_sweep():
+                raise  # Hydra records the job as failed and the sweep goes on (SystemExit would end it)
             sys.exit(EXIT_USER_ERROR)
         except RunFailed as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if _in_sweep():
+                raise
             sys.exit(EXIT_RUN_FAILED)
         except RunInterrupted as err:
             print(f"{err}", file=sys.stderr, flush=True)
@@ -86,6 +90,12 @@ def run_main(main: Callable[[], Any]) -> None:
         if exit_.code == 1 and not _task_started:
             sys.exit(EXIT_USER_ERROR)
         raise
+
+
+def _in_sweep() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 class _NoAdverts(logging.Filter):
@@ -155,6 +165,8 @@ def _phase(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig, overr
 
 
 def report_test_accuracy(summary: dict[str, Any]) -> None:
+    from relvit.distributed import is_rank_zero
+
     test = summary.get("test", {})
-    if "test/acc" in test:
+    if "test/acc" in test and is_rank_zero():
         print(f"final test accuracy: {test['test/acc']:.4f}  ({summary['output_dir']})", flush=True)

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from relvit.backbones.base import TokenBackbone
 from relvit.heads import ClassifierHead, PairScoreHead
@@ -21,6 +22,8 @@ from relvit.task import TaskSpec
 
 #: Parameters that timm (and DeiT) train without weight decay, besides every 1-D tensor.
 NO_DECAY_NAMES = ("pos_embed", "cls_token")
+#: Learned absolute position embeddings of the backbones, which ``add_pos_embed=false`` leaves out.
+POSITION_EMBEDDING_NAMES = ("pos_embed", "absolute_pos_embed")
 
 
 class RelViTModule(L.LightningModule):
@@ -46,6 +49,7 @@ class RelViTModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.run_config = run_config or {}
+        self.eval_means = nn.ModuleDict()  # val/test metrics, one MeanMetric per logged name (made on first use)
         d, n, side = backbone.embed_dim, backbone.num_patches, backbone.grid_size
         self.relation_head = PairScoreHead(d, NUM_RELATIONS) if task.relations else None
         self.position_head = nn.Linear(d, n) if task.positions else None
@@ -69,6 +73,12 @@ class RelViTModule(L.LightningModule):
         self.register_buffer("angle_target", angle_targets(side), persistent=False)  # [N, N]
         if task.freeze_backbone:
             self.backbone.requires_grad_(False)
+        if not task.add_pos_embed:
+            # no gradient can reach them in this task; frozen (not dropped) so that DDP needs no
+            # unused-parameter search and a later fine-tuning still finds and trains them
+            for name, param in self.backbone.named_parameters():
+                if name.rsplit(".", 1)[-1] in POSITION_EMBEDDING_NAMES:
+                    param.requires_grad_(False)
 
     # ----------------------------------------------------------------------------------- steps
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,11 +158,24 @@ class RelViTModule(L.LightningModule):
         out = self.compute_losses(images, labels)
         # the probe learns from detached features: its loss joins the backward pass, not the total
         loss = out["loss"] + out["probe_loss"] if "probe_loss" in out else out["loss"]
-        on_step = split == "train"
-        self.log_dict({f"{split}/{k}": v.detach() for k, v in out.items() if k != "loss"}, on_step=on_step, on_epoch=True,
-                      batch_size=images.shape[0], prog_bar=False, sync_dist=not on_step)
-        self.log(f"{split}/loss", out["loss"].detach(), on_step=on_step, on_epoch=True, batch_size=images.shape[0], prog_bar=True, sync_dist=not on_step)
+        if split != "train":
+            self._log_exact_means(out, split, images.shape[0])
+            return loss
+        self.log_dict({f"{split}/{k}": v.detach() for k, v in out.items() if k != "loss"}, on_step=True, on_epoch=True,
+                      batch_size=images.shape[0], prog_bar=False)
+        self.log(f"{split}/loss", out["loss"].detach(), on_step=True, on_epoch=True, batch_size=images.shape[0], prog_bar=True)
         return loss
+
+    def _log_exact_means(self, out: dict[str, torch.Tensor], split: str, batch_size: int) -> None:
+        """Per-sample means over the whole split, whatever the number of processes: torchmetrics sums
+        value x count across ranks (Lightning's own sync truncates the count to an integer mean)."""
+        for key, value in out.items():
+            name = f"{split}_{key}"
+            if name not in self.eval_means:
+                self.eval_means[name] = MeanMetric().to(self.device)
+            self.eval_means[name].update(value.detach(), weight=batch_size)
+            self.log(f"{split}/{key}", self.eval_means[name], on_step=False, on_epoch=True, prog_bar=key == "loss",
+                     metric_attribute=f"eval_means.{name}")
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

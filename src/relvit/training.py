@@ -20,6 +20,7 @@ from relvit.config_checks import check_config
 from relvit.data.datamodule import RelViTDataModule
 from relvit.errors import ConfigError
 from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
+from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.module import RelViTModule
 from relvit.run_files import (
     SaveError,
@@ -150,7 +151,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     debug = bool(cfg.trainer.get("fast_dev_run"))  # one batch of each split; nothing is written
-    if not debug:
+    # a requeued SLURM job goes on in its own dir; the other ranks of a DDP job share rank zero's
+    requeued = requeued_checkpoint(output_dir)
+    if not debug and requeued is None and is_rank_zero():
         claim_run_dir(output_dir)
         write_hydra_files(output_dir, cfg)
     with StopRequest() as stop:
@@ -160,10 +163,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             load_pretrained(run.module, cfg.pretrained, strict=cfg.pretrained_strict)
         elif cfg.task.name == "downstream":
             log.warning("task=downstream without pretrained=<checkpoint>: training from scratch")
-        if not debug:
+        if not debug and is_rank_zero():
             write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         stop.raise_if_asked("before training started")
-        resume = cfg.get("resume")
+        resume = str(requeued) if requeued else cfg.get("resume")
         if resume:
             read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
         guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
@@ -186,6 +189,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
     summary = {"task": cfg.task.name, "best_checkpoint": str(best), "output_dir": str(output_dir),
                "monitor": cfg.task.monitor, **metrics}
+    if not trainer.is_global_zero:
+        return summary
     write_json(output_dir / "metrics.json", summary)
     print(f"\nrun dir: {output_dir}\nbest checkpoint: {best}\n{format_table(metrics)}\n", flush=True)
     return summary

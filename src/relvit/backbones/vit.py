@@ -80,6 +80,7 @@ class ViTBackbone(TokenBackbone):
             class_token=class_token,
             # not "avg": timm would move the final norm after its pooling, leaving vit.norm an Identity
             global_pool="token" if class_token else "",
+            fc_norm=False,  # timm's pooled-feature norm: forward never reaches it (the heads pool)
             num_classes=0,
         )
         if class_token:

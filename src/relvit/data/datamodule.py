@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from relvit.config_checks import ConfigError
 from relvit.data.batch_transform import BatchTransform
 from relvit.data.image_augment import BatchImageAugment
 from relvit.data.loaders import (
@@ -18,6 +19,7 @@ from relvit.data.loaders import (
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
 from relvit.data.splits import stratified_split
 from relvit.data.verify import BAD_IMAGE_POLICIES, describe_bad, find_bad_images
+from relvit.distributed import EvalShardSampler, eval_shard, train_batches, train_shard
 
 log = logging.getLogger(__name__)
 
@@ -155,30 +157,48 @@ class RelViTDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool):
         data = self.splits[split]
         batch_size = self.batch_size if train else self.eval_batch_size
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if isinstance(data, InMemorySplit):
-            trainer = self.trainer
-            single_device = trainer is None or trainer.world_size == 1
-            if self.in_memory_on_device and single_device:
-                device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-                epoch = (lambda: trainer.current_epoch) if trainer is not None else None
-                # batches of this epoch the trainer has taken (counted before on_train_batch_end saves)
-                position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None
-                return InMemoryLoader(data.images.to(device), data.labels.to(device), batch_size, shuffle=train, seed=self.seed,
-                                      drop_last=train and self.drop_last, epoch=epoch, position=position)
+            if self.in_memory_on_device:
+                return self._device_loader(data, batch_size, train, rank, world)
             dataset = TensorImageDataset(data.images, data.labels)
         else:
             a = self.image_augment
             transform = file_transform(self.image_size, train, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
             dataset = FileImageDataset(data.paths, data.labels, transform)
+        # training batches get Lightning's DistributedSampler; evaluation must not repeat samples
+        sampler = EvalShardSampler(dataset, rank, world) if world > 1 and not train else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _device_loader(self, data: InMemorySplit, batch_size: int, train: bool, rank: int, world: int) -> InMemoryLoader:
+        """This rank's share of an in-memory split, moved once to its device and batched there."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else None
+        n = len(data)
+        index = train_shard(n, rank, world, self.seed) if train else torch.as_tensor(eval_shard(n, rank, world))
+        if world == 1:
+            index = None
+        images, labels = (data.images, data.labels) if index is None else (data.images[index], data.labels[index])
+        batches = train_batches(n, world, batch_size) if train and world > 1 else None
+        if batches == 0:
+            raise ConfigError(f"data.batch_size={batch_size} is larger than the {n // world} training images "
+                             f"each of the {world} processes holds: use data.batch_size={n // world} or less")
+        # each rank shuffles its shard with a seed of its own, the same in every run
+        # batches of this epoch the trainer has taken (counted before on_train_batch_end saves)
+        position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None
+        return InMemoryLoader(images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed + 1_000_003 * rank,
+                              drop_last=train and self.drop_last, epoch=epoch, num_batches=batches, position=position)
 
     def train_dataloader(self):
         return self._loader("train", train=True)

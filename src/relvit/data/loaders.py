@@ -22,7 +22,7 @@ class InMemoryLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, epoch: Callable[[], int] | None = None,
+                 drop_last: bool = False, epoch: Callable[[], int] | None = None, num_batches: int | None = None,
                  position: Callable[[], int] | None = None):
         self.images = images
         self.labels = labels
@@ -32,12 +32,14 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.passes = 0
         self.epoch = epoch or (lambda: self.passes)
+        self.num_batches = num_batches  # caps an epoch, so that every DDP rank steps equally often
         self.position = position
         self._resume_at: tuple[int, int] | None = None  # (epoch, first batch) of a restored state
 
     def __len__(self) -> int:
         n = self.labels.numel()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batches if self.num_batches is None else min(batches, self.num_batches)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": int(self.epoch()), "position": int(self.position()) if self.position else 0}
@@ -97,8 +99,7 @@ class FileImageDataset(Dataset):
 
 
 class TensorImageDataset(Dataset):
-    """In-memory uint8 images served through DataLoader workers (used under multi-device strategies,
-    where each process needs its own shard of the data)."""
+    """In-memory uint8 images served through DataLoader workers (with data.in_memory_on_device=false)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images = images

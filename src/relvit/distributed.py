@@ -1,0 +1,158 @@
+"""One job on several processes: which process writes, how each rank's share of the data is cut,
+and how every rank of a job finds rank zero's job (its overrides and its run dir).
+
+Lightning starts the other ranks of a single-node job by re-running ``train.py``; under Hydra
+that would compose a new time-stamped run dir, and with ``-m`` start a second sweep. Rank zero
+therefore hands its job to them in ``RELVIT_PARENT_JOB``, and ``adopt_parent_job`` turns their
+command line into exactly that job. Ranks started by torchrun or srun share one run id instead
+(``RELVIT_RUN_ID``, read by conf/hydra/default.yaml).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DistributedSampler
+
+PARENT_JOB = "RELVIT_PARENT_JOB"
+RUN_ID = "RELVIT_RUN_ID"
+# what Lightning's launcher sets in rank zero's environment when it starts the other ranks
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def gpu_slot(job_num: int) -> list[int] | int:
+    """``trainer.devices`` of job ``job_num`` in a parallel sweep on one machine: GPU ``job_num`` mod
+    the number of GPUs, so that jobs running side by side use different GPUs (one device on CPU)."""
+    count = torch.cuda.device_count()
+    return [int(job_num) % count] if count else 1
+
+
+OmegaConf.register_new_resolver("relvit_gpu_slot", gpu_slot, replace=True)
+
+
+def global_rank() -> int:
+    """This process's rank: from the process group once it exists, else from the launcher's variables."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "LOCAL_RANK" in os.environ:
+        # a rank that is local zero on another node is not rank zero
+        return int(os.environ["LOCAL_RANK"]) + (1 if int(os.environ.get("NODE_RANK", 0)) else 0)
+    return int(os.environ.get("SLURM_PROCID", 0))
+
+
+def is_rank_zero() -> bool:
+    return global_rank() == 0
+
+
+def external_world_size() -> int:
+    """How many processes torchrun or srun started for this job (1 when none did)."""
+    return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+
+
+# ------------------------------------------------------------------------------------ data shards
+def train_shard(n: int, rank: int, world: int, seed: int) -> torch.Tensor:
+    """Indices of the training samples rank ``rank`` holds: a seeded permutation dealt out, so the
+    shards are disjoint, cover all ``n`` samples and mix the classes."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[rank::world].sort().values
+
+
+def train_batches(n: int, world: int, batch_size: int) -> int:
+    """Training batches per epoch on every rank: the same count everywhere, or DDP would wait for
+    a gradient that never comes."""
+    return (n // world) // batch_size
+
+
+def eval_shard(n: int, rank: int, world: int) -> range:
+    """A contiguous, unpadded slice of an evaluation split: every sample is counted exactly once."""
+    start = rank * n // world
+    return range(start, (rank + 1) * n // world)
+
+
+class EvalShardSampler(DistributedSampler):
+    """Serves this rank's ``eval_shard`` in order. A DistributedSampler (so Lightning keeps it), but
+    without the padding that would count repeated samples in the metrics."""
+
+    def __init__(self, dataset: Any, rank: int, world: int):
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
+        self.indices = eval_shard(len(dataset), rank, world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ------------------------------------------------------------------------- ranks under Hydra
+def adopt_parent_job(argv: list[str]) -> list[str]:
+    """The command line this process should run: for a rank that Lightning started, rank zero's job
+    (its config, overrides and run dir); for ranks from torchrun / srun, the shared run id."""
+    parent = os.environ.get(PARENT_JOB)
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    if parent and local_rank != "0":
+        job = json.loads(parent)
+        return [argv[0], f"--config-name={job['config_name']}", *job["overrides"],
+                f"hydra.run.dir=\"{job['run_dir']}\"", "hydra.output_subdir=null",
+                f"hydra.job.name={job['name']}_rank{local_rank}"]
+    if parent is None and external_world_size() > 1:
+        run_id = _launcher_run_id()
+        if run_id:
+            os.environ.setdefault(RUN_ID, run_id)
+        if not is_rank_zero():  # rank zero alone saves the composed config
+            return [*argv, "hydra.output_subdir=null", f"hydra.job.name=rank{global_rank()}"]
+    return argv
+
+
+def _launcher_run_id() -> str | None:
+    """An id every rank of this launch shares: SLURM's job and step, or torchrun's rendezvous id."""
+    if "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_STEP_ID', '0')}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"torchrun-{run_id}" if run_id and run_id != "none" else None
+
+
+class DistributedJob(Callback):
+    """Hydra callback: before a job, rank zero publishes it for the ranks Lightning will start;
+    after it, the process group is closed and Lightning's launch variables are taken back, so the
+    next job of a sweep starts its own ranks."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, str | None] = {}
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get("LOCAL_RANK", "0") != "0" or external_world_size() > 1:
+            return  # a started rank, or ranks that torchrun / srun started
+        self.saved = {key: os.environ.get(key) for key in (*LAUNCH_VARIABLES, PARENT_JOB)}
+        hydra = config.hydra
+        os.environ[PARENT_JOB] = json.dumps({
+            "config_name": hydra.job.config_name, "overrides": list(hydra.overrides.task),
+            "run_dir": hydra.runtime.output_dir, "name": hydra.job.name,
+        })
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.saved = {}
+
+
+def requeued_checkpoint(output_dir: Path) -> Path | None:
+    """``checkpoints/last.ckpt`` of this run dir when SLURM has requeued the job (after a preemption
+    or its time limit): the job resumes where it stopped, in its own run dir. None otherwise."""
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and last.is_file():
+        return last
+    return None

@@ -1,0 +1,194 @@
+"""Two-process DDP on CPU (gloo), started the way a user starts it: train.py with trainer=ddp.
+Each run writes one set of outputs, and its metrics equal a one-process evaluation of its checkpoint."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from relvit.config_checks import ConfigError
+from relvit.distributed import EvalShardSampler, adopt_parent_job, eval_shard, train_batches, train_shard
+from relvit.evaluation import evaluate
+
+from conftest import REPO, TINY, compose_config, subprocess_env
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+# whole validation and test splits: a per-rank batch limit would evaluate different samples
+TINY_DDP = [o for o in TINY if not o.startswith(("trainer.limit_val", "trainer.limit_test"))]
+
+
+def run_train(*args, cwd, timeout=600):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=subprocess_env(OMP_NUM_THREADS="1"))
+
+
+def run_dirs(root):
+    return sorted(p for p in root.glob("outputs/*/runs/*") if p.is_dir())
+
+
+@pytest.mark.parametrize("task", ["upstream", "megapatch", "joint"])
+def test_two_process_run_matches_a_one_process_evaluation(task, tmp_path):
+    # side 4 on the 4 x 4 digits grid uses every cut: mega-patch evaluation draws its cuts at random
+    # otherwise, and two evaluations of one checkpoint would differ by more than the tolerance
+    extra = ["task.megapatch.side=4"] if task == "megapatch" else []
+    done = run_train(f"task={task}", *TINY_DDP, *DDP, *extra, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)  # both ranks wrote into the one dir rank zero resolved
+    assert done.stdout.count("best checkpoint:") == 1  # one printed table
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    trained = json.loads((run_dir / "metrics.json").read_text())
+
+    cfg = compose_config(tmp_path / "eval", [f"ckpt_path={trained['best_checkpoint']}", "trainer=cpu"], config_name="evaluate")
+    alone = evaluate(cfg, overrides=["trainer=cpu"])
+    for split in ("val", "test"):
+        assert trained[split].keys() == alone[split].keys()
+        for key, value in trained[split].items():
+            assert value == pytest.approx(alone[split][key], abs=1e-4), key
+
+
+def test_a_sweep_of_ddp_jobs_writes_one_sweep_dir(tmp_path):
+    done = run_train("-m", "task=joint", *TINY_DDP, *DDP, "seed=1,2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = list((tmp_path / "multirun").iterdir())
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert (sweep / job / "metrics.json").is_file()
+        assert sorted(p.name for p in (sweep / job / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_ranks_started_by_torchrun_share_one_run_dir(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(REPO / "train.py"), "task=joint", *TINY, *DDP], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    assert run_dir.name.startswith("torchrun-")
+    assert (run_dir / "metrics.json").is_file() and done.stdout.count("best checkpoint:") == 1
+
+
+def test_training_shards_are_disjoint_and_cover_the_split():
+    n, world = 1295, 2
+    shards = [train_shard(n, rank, world, seed=7) for rank in range(world)]
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())
+    assert sorted(torch.cat(shards).tolist()) == list(range(n))
+    assert torch.equal(shards[0], train_shard(n, 0, world, seed=7))  # the same in every run
+    assert train_batches(n, world, 64) == 10  # 647 images on the smaller shard: 10 full batches each
+
+
+def test_evaluation_shards_count_every_sample_once():
+    n = 143
+    parts = [list(eval_shard(n, rank, 2)) for rank in range(2)]
+    assert parts[0] + parts[1] == list(range(n))
+    sampler = EvalShardSampler(list(range(n)), rank=1, world=2)
+    assert list(sampler) == parts[1] and len(sampler) == len(parts[1])
+
+
+def test_in_memory_ranks_hold_their_own_shard_on_their_device(tiny_cfg):
+    from relvit.training import build
+
+    run = build(tiny_cfg("task=joint"))
+    dm = run.datamodule
+
+    class FakeTrainer:  # what the data module reads of a DDP trainer on rank `global_rank`
+        world_size = 2
+        current_epoch = 0
+
+        def __init__(self, rank):
+            self.global_rank = rank
+            self.strategy = type("S", (), {"root_device": torch.device("cpu")})()
+
+    loaders = []
+    for rank in range(2):
+        dm.trainer = FakeTrainer(rank)
+        loaders.append(dm.train_dataloader())
+    dm.trainer = None
+    train = dm.splits["train"]
+    held = [loader.labels.numel() for loader in loaders]
+    assert sum(held) == len(train) and abs(held[0] - held[1]) <= 1
+    assert len(loaders[0]) == len(loaders[1]) == train_batches(len(train), 2, dm.batch_size)
+    first = [next(iter(loader))[0] for loader in loaders]
+    assert not torch.equal(first[0], first[1])  # each rank shuffles its own images
+    assert torch.equal(next(iter(loaders[0]))[0], first[0])  # and the order repeats with the seed and epoch
+    dm.batch_size = len(train) // 2 + 1  # fits the split, not one rank's half of it
+    dm.trainer = FakeTrainer(0)
+    with pytest.raises(ConfigError, match=rf"data\.batch_size={dm.batch_size} is larger than the {len(train) // 2} training images each of the 2"):
+        dm.train_dataloader()
+    dm.trainer = None
+
+
+def test_ranks_that_lightning_starts_run_rank_zeros_job(monkeypatch):
+    job = {"config_name": "train", "overrides": ["seed=2", "task=joint"], "run_dir": "/runs/a b", "name": "train"}
+    monkeypatch.setenv("RELVIT_PARENT_JOB", json.dumps(job))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    argv = adopt_parent_job(["train.py", "-m", "seed=1,2", "hydra.run.dir=elsewhere"])
+    assert argv == ["train.py", "--config-name=train", "seed=2", "task=joint", 'hydra.run.dir="/runs/a b"',
+                    "hydra.output_subdir=null", "hydra.job.name=train_rank1"]
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert adopt_parent_job(["train.py", "seed=1"]) == ["train.py", "seed=1"]
+
+
+def test_ranks_from_srun_share_one_run_id(monkeypatch):
+    for key in ("RELVIT_PARENT_JOB", "RELVIT_RUN_ID", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    argv = adopt_parent_job(["train.py", "trainer=ddp"])
+    import os
+
+    assert os.environ["RELVIT_RUN_ID"] == "slurm-123-0"
+    assert argv == ["train.py", "trainer=ddp", "hydra.output_subdir=null", "hydra.job.name=rank3"]
+
+
+def test_a_requeued_slurm_job_resumes_in_its_own_run_dir(tiny_cfg, monkeypatch, caplog):
+    import logging
+
+    from omegaconf import open_dict
+
+    from relvit.checkpoints import read_checkpoint
+    from relvit.training import train
+
+    cfg = tiny_cfg("task=joint")
+    first = train(cfg)
+    last = read_checkpoint(first["output_dir"] + "/checkpoints/last.ckpt")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in a requeued job
+    caplog.set_level(logging.INFO)
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 2
+    again = train(cfg)
+    assert again["output_dir"] == first["output_dir"]
+    resumed = read_checkpoint(again["output_dir"] + "/checkpoints/last.ckpt")
+    assert f"Restoring states from the checkpoint path at {first['output_dir']}/checkpoints/last.ckpt" in caplog.text
+    assert resumed["global_step"] == 2 * last["global_step"]  # it went on, rather than starting over
+
+
+def test_parallel_jobs_on_one_machine_take_one_gpu_each(monkeypatch):
+    from relvit.distributed import gpu_slot
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [gpu_slot(k) for k in range(6)] == [[0], [1], [2], [3], [0], [1]]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert gpu_slot(3) == 1  # no GPU: one CPU device
+
+
+@pytest.mark.slow
+def test_two_phase_recipe_under_ddp_matches_one_process_evaluations(tmp_path):
+    """Upstream then fine-tuning (the downstream task), both phases on two processes."""
+    done = run_train("task=upstream", 'finetune=["task=downstream","trainer.max_epochs=2"]', *TINY_DDP, *DDP,
+                     "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    assert done.stdout.count("final test accuracy:") == 1
+    for phase_dir in (run_dir, run_dir / "finetune"):
+        trained = json.loads((phase_dir / "metrics.json").read_text())
+        cfg = compose_config(tmp_path / phase_dir.name, [f"ckpt_path={trained['best_checkpoint']}", "trainer=cpu"],
+                             config_name="evaluate")
+        alone = evaluate(cfg, overrides=["trainer=cpu"])
+        for split in ("val", "test"):
+            for key, value in trained[split].items():
+                assert value == pytest.approx(alone[split][key], abs=1e-4), key
