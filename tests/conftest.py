@@ -61,6 +61,7 @@ def cli(tmp_path, monkeypatch, capsys):
     """Run ``train.py`` or ``evaluate.py`` in this process, as from a shell in ``tmp_path``:
     ``code, out, err = cli("train.py", "optimizer.lr=abc")``."""
     import importlib.util
+    import os
     import sys
 
     import relvit.cli
@@ -74,6 +75,7 @@ def cli(tmp_path, monkeypatch, capsys):
         spec = importlib.util.spec_from_file_location("__main__", REPO / script)
         module = importlib.util.module_from_spec(spec)
         capsys.readouterr()
+        environ = dict(os.environ)  # a run's job hand-over variables must not reach later subprocesses
         try:
             spec.loader.exec_module(module)
             code = 0
@@ -81,6 +83,8 @@ def cli(tmp_path, monkeypatch, capsys):
             code = exit_.code if isinstance(exit_.code, int) else 1
         finally:
             GlobalHydra.instance().clear()
+            os.environ.clear()
+            os.environ.update(environ)
         out, err = capsys.readouterr()
         return code, out, err
 
