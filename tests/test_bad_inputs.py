@@ -127,3 +127,10 @@ def test_bad_input_is_one_line_and_exit_code_2(cli, tmp_path, script, overrides,
 
 def test_the_table_is_long_enough():
     assert len(CASES) >= 40
+
+
+def test_a_run_without_a_checkpoint_callback_is_refused_before_training(cli, tmp_path):
+    code, out, err = cli("train.py", *FAST, "~callbacks.model_checkpoint", "+trainer.enable_checkpointing=false",
+                         f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and err.startswith("error: callbacks: no ModelCheckpoint configured")
+    assert "Epoch" not in out and not (tmp_path / "run" / "tensorboard").exists()

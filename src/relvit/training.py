@@ -18,9 +18,9 @@ from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import check_config
 from relvit.data.datamodule import RelViTDataModule
+from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
 from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
-from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.module import RelViTModule
 from relvit.run_files import (
     SaveError,
@@ -172,6 +172,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
         trainer = make_trainer(cfg, guards)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if checkpoint is None and not debug:  # found before training, not after it
+            raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
         if checkpoint is not None and checkpoint.dirpath:
             trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
@@ -179,8 +181,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics = evaluate_splits(trainer, run, ["val", "test"])
             print(f"\ndebug run (one batch of each split, nothing saved):\n{format_table(metrics)}\n", flush=True)
             return {"task": cfg.task.name, "output_dir": str(output_dir), "monitor": cfg.task.monitor, **metrics}
-        if checkpoint is None:
-            raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
         best = checkpoint.best_model_path or checkpoint.last_model_path
         if not best or not Path(best).is_file():
             raise SaveError(f"training ended without a checkpoint in {checkpoint.dirpath}")
