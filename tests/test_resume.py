@@ -31,6 +31,18 @@ def test_resume_needs_only_the_checkpoint(cli, tmp_path):
     assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["epoch"] == 1
 
 
+def test_resumed_first_phase_runs_its_second_phase_with_the_original_choices(cli, tmp_path):
+    code, _, err = cli("train.py", *TINY, "task=upstream", 'finetune=["task=downstream"]', f"hydra.run.dir={tmp_path / 'a'}")
+    assert code == 0, err[-2000:]
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    code, _, err = cli("train.py", f"resume={last}", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'b'}")
+    assert code == 0, err[-2000:]
+    second = OmegaConf.load(tmp_path / "b" / "finetune" / "config.yaml")
+    assert second.backbone.embed_dim == 36 and second.task.name == "downstream"
+    assert second.resume is None and second.pretrained == str(tmp_path / "b" / "checkpoints" / "best.ckpt")
+    assert json.loads((tmp_path / "b" / "finetune" / "metrics.json").read_text())
+
+
 def test_extend_to_epochs_goes_on_down_the_schedule_and_keeps_the_best_of_all_epochs(cli, tmp_path):
     args = [*TINY, "task=upstream", "trainer.max_epochs=2", "trainer.limit_train_batches=4"]
     code, _, err = cli("train.py", *args, f"hydra.run.dir={tmp_path / 'a'}")

@@ -13,13 +13,13 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from relvit.config_checks import check_config
 from relvit.errors import ConfigError, RunFailed, UserError
 from relvit.guards import RunInterrupted
-from relvit.saved_config import resume_config
+from relvit.saved_config import rebuild, resume_config
 
 log = logging.getLogger("relvit")
 
@@ -129,7 +129,8 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
 
     log_lightning_once()
     check_config(cfg)
-    if cfg.get("resume"):
+    resumed = bool(cfg.get("resume"))
+    if resumed:
         cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
     second_overrides = None
     if cfg.get("finetune"):
@@ -140,7 +141,7 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
         second_overrides = overrides
         try:
             # pretrained is the first phase's best checkpoint, which does not exist yet
-            check_config(compose(config_name=HydraConfig.get().job.config_name, overrides=[*overrides, "pretrained=null"]))
+            check_config(_second_phase_config(cfg, [*overrides, "pretrained=null"], resumed))
         except ConfigCompositionException as err:
             raise ConfigError(f"finetune={list(cfg.finetune)} is invalid: {err}") from None
         except ConfigError as err:
@@ -151,9 +152,22 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
         return first
     second_overrides = [*second_overrides, f"pretrained={best}"]
     log.info("second phase: %s", " ".join(second_overrides))
-    second_cfg = compose(config_name=HydraConfig.get().job.config_name, overrides=second_overrides)
+    second_cfg = _second_phase_config(cfg, second_overrides, resumed)
     second = _phase(train, second_cfg, second_overrides)
     return {**second, "pretrain": first}
+
+
+def _second_phase_config(first: DictConfig, overrides: list[str], resumed: bool) -> DictConfig:
+    """The second phase's config: composed from the command line, or, when the first phase was
+    resumed (its command line no longer names the original choices), the first phase's config with
+    the second phase's overrides on top."""
+    composed = compose(config_name=HydraConfig.get().job.config_name, overrides=overrides)
+    if not resumed:
+        return composed
+    second = rebuild(OmegaConf.to_container(first), composed, overrides)
+    second.resume = None
+    second.extend_to_epochs = None
+    return second
 
 
 def _phase(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:

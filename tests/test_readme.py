@@ -1,0 +1,294 @@
+"""Every command in the README's code blocks, run as a user would, with a tiny budget appended.
+
+Each command has a plan below: the exit code the README promises, the overrides that shrink it
+(appended, so they win over the command's own values), and how it is run. A README command without
+a plan, or a plan whose command left the README, fails ``test_every_readme_command_has_a_plan``.
+Commands that need hardware this machine lacks (CUDA, SLURM) are run where it is present; without
+it, a GPU command must stop with exit 2 and say so, and a SLURM command is skipped with the reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, subprocess_env
+
+README = REPO / "README.md"
+
+# A run that goes through every stage in seconds; the command's own choices (task, dataset,
+# backbone group, launcher) are kept, only sizes and lengths shrink.
+BUDGET = [
+    "backbone.depth=1",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.enable_model_summary=false",
+]
+SMALL_VIT = ["backbone=vit_tiny", "backbone.embed_dim=36", "backbone.num_heads=3"]
+HAS_CUDA = torch.cuda.is_available()
+
+
+def readme_commands(text: str) -> list[tuple[str, str | None]]:
+    """(command, output the README shows for it) for every command of the README's code blocks.
+
+    ``bash`` blocks: every non-comment line, continuation lines joined, trailing comments removed.
+    Plain blocks: lines starting with ``$ ``, followed by the output the README prints for them.
+    """
+    found: list[tuple[str, str | None]] = []
+    for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+        body = body.replace("\\\n", " ")
+        if lang == "bash":
+            for line in body.splitlines():
+                command = _without_comment(line)
+                if command:
+                    found.append((command, None))
+        elif lang == "":
+            lines = body.splitlines()
+            for i, line in enumerate(lines):
+                if line.startswith("$ "):
+                    found.append((_without_comment(line[2:]), lines[i + 1] if i + 1 < len(lines) else None))
+    return found
+
+
+def _without_comment(line: str) -> str:
+    """``line`` up to a ``#`` that starts a shell comment, with runs of spaces made one."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            line = line[:i]
+            break
+    return re.sub(r"\s+", " ", line).strip()
+
+
+@dataclass
+class Plan:
+    """How one README command is run here."""
+
+    expect: int = 0
+    budget: list[str] = field(default_factory=lambda: list(BUDGET))
+    subprocess: bool = False  # launchers and process groups run as separate processes
+    needs_gpu: bool = False  # without CUDA: exit 2 naming the missing GPU
+    needs: str | None = None  # a program that must be on PATH (SLURM), else skipped
+    timeout: int = 300
+
+
+RUNS = Plan(budget=[*BUDGET, *SMALL_VIT])
+PLANS: dict[str, Plan] = {
+    "pip install -e . && python train.py experiment=quickstart": Plan(budget=[*BUDGET, "backbone.embed_dim=36",
+                                                                             "backbone.num_heads=3"]),
+    "pip install -e '.[test,cluster]' && python -m pytest -q": Plan(),  # checked against .ci/run, below
+    "python train.py task=upstream": RUNS,
+    "python train.py task=downstream pretrained=<run>/checkpoints/best.ckpt": RUNS,
+    "python train.py task=joint": RUNS,
+    "python train.py task=upstream 'finetune=[\"task=downstream\"]'": RUNS,
+    "python train.py backbone=vit_tiny dataset=digits trainer.max_epochs=5 optimizer.lr=1e-3 seed=1": RUNS,
+    "python train.py resume=<run>/checkpoints/last.ckpt": Plan(budget=[]),  # the run's own config
+    "python train.py debug=fast": RUNS,
+    "python train.py resume=<run>/checkpoints/last.ckpt extend_to_epochs=200": Plan(budget=["extend_to_epochs=2"]),
+    "python train.py -m optimizer.lr=1e-4,5e-4 seed=1,2": RUNS,
+    "python train.py dataset.patch_size=5": Plan(expect=2),
+    "python train.py task=upstream trainer=ddp": Plan(budget=[*BUDGET, *SMALL_VIT], needs_gpu=True),
+    "python train.py task=joint trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true":
+        Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True),
+    "torchrun --standalone --nproc-per-node=4 train.py trainer=ddp trainer.devices=4":
+        Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True, needs_gpu=True),
+    "srun python train.py experiment=upstream_cifar10 trainer=ddp trainer.num_nodes=2 trainer.devices=4":
+        Plan(needs="srun"),
+    "python train.py sweep=digits_seeds_lr": Plan(budget=[*BUDGET, *SMALL_VIT, "hydra.sweeper.params.seed=1",
+                                                          "hydra.sweeper.params.optimizer.lr=5e-4"]),
+    "python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=1e-4,5e-4":
+        Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True),
+    "python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=4 trainer=gpu_per_job seed=1,2,3,4":
+        Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True, needs_gpu=True),
+    "python train.py -m hydra/launcher=submitit_local seed=1,2": Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True),
+    "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu hydra.launcher.nodes=2 "
+    "hydra.launcher.gpus_per_node=4 trainer=ddp trainer.num_nodes=2 trainer.devices=4 seed=1,2": Plan(needs="sbatch"),
+    "python train.py sweep=paper_grid hydra.launcher.partition=gpu": Plan(needs="sbatch"),
+    "python train.py -m hparams_search=digits_finetune": Plan(budget=[*BUDGET, *SMALL_VIT, "hydra.sweeper.n_trials=2",
+                                                                      "hydra.sweep.dir=multirun/optuna"]),
+    "python -m relvit.summary multirun/<time>": Plan(budget=[]),
+    "python evaluate.py ckpt_path=outputs/upstream/runs/<time>/finetune/checkpoints/best.ckpt": Plan(budget=[]),
+    "python evaluate.py ckpt_path=<ckpt> data.eval_batch_size=64 'splits=[test]'": Plan(budget=[]),
+    "mkdir -p data/cifar10 && tar -xJf /path/to/cifar10-train-jpeg.tar.xz -C data/cifar10": Plan(budget=[]),
+    "python train.py dataset=cifar10 backbone=vit_tiny task=upstream": Plan(budget=[*BUDGET, *SMALL_VIT[1:]]),
+    "python train.py dataset=image_folder dataset.root=/path/to/folders": RUNS,
+    "python benchmarks/data_pipeline.py": Plan(budget=["--images", "64", "--batch-size", "32", "--images-224", "4",
+                                                       "--batch-size-224", "2", "--reference-images", "4", "2"]),
+    "python benchmarks/epoch_throughput.py": Plan(budget=["--batches", "1", "--batch-size", "8"]),
+    "python benchmarks/param_counts.py": Plan(budget=[]),
+}
+
+COMMANDS = readme_commands(README.read_text())
+
+
+def test_every_readme_command_has_a_plan():
+    commands = [command for command, _ in COMMANDS]
+    assert sorted(set(commands) - set(PLANS)) == [], "README commands without a plan in tests/test_readme.py"
+    assert sorted(set(PLANS) - set(commands)) == [], "plans for commands the README no longer has"
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    (install_and_test,) = [c for c in PLANS if "pytest" in c]
+    assert install_and_test in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_python_example_holds():
+    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    names: dict = {}
+    exec(block, names)  # the imports and calls of the example run as written
+    relations = names["relation_targets"](3)
+    assert int(relations[0, 1]) == 3 and names["RELATION_CLASSES"][3] == "LC"
+    assert names["position_targets"](3).tolist() == list(range(9))
+
+
+# ---------------------------------------------------------------- a world for the placeholders
+
+
+def _make_image_tree(root: Path, splits: tuple[str, ...], suffix: str, per_class: int = 4) -> None:
+    from PIL import Image
+
+    for split in splits:
+        for c, colour in enumerate(((230, 20, 20), (20, 230, 20), (20, 20, 230))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                pixel = tuple(max(0, v - 9 * k) for v in colour)
+                Image.new("RGB", (32, 32), pixel).save(folder / f"{k:03d}{suffix}")
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """What the README's placeholders stand for: a finished two-phase run, a sweep, an image folder,
+    an archive of CIFAR-10 JPEG class folders (and the data it unpacks to)."""
+    root = tmp_path_factory.mktemp("readme")
+    env = subprocess_env(RELVIT_OUTPUT_DIR=str(root / "outputs"), OMP_NUM_THREADS="1")
+    small = [*BUDGET, *SMALL_VIT, "trainer.max_epochs=2"]
+    done = _run([sys.executable, str(REPO / "train.py"), "task=upstream", 'finetune=["task=downstream"]', *small],
+                root, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (root / "outputs" / "upstream" / "runs").iterdir()
+    done = _run([sys.executable, str(REPO / "train.py"), "-m", "task=downstream", "seed=1,2", *small], root, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (root / "multirun").iterdir()
+    _make_image_tree(root / "folders", ("train", "test"), ".png")
+    _make_image_tree(root / "jpegs", ("train", "test"), ".jpg")
+    archive = root / "cifar10-train-jpeg.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(root / "jpegs" / "train", arcname="train")
+        tar.add(root / "jpegs" / "test", arcname="test")
+    return {"root": root, "run": run, "sweep": sweep, "folders": root / "folders", "archive": archive}
+
+
+def placeholders(command: str, world: dict[str, Path]) -> str:
+    best = world["run"] / "finetune" / "checkpoints" / "best.ckpt"
+    for text, value in (("outputs/upstream/runs/<time>", world["run"]), ("<run>", world["run"]), ("<ckpt>", best),
+                        ("multirun/<time>", world["sweep"]), ("/path/to/folders", world["folders"]),
+                        ("/path/to/cifar10-train-jpeg.tar.xz", world["archive"])):
+        command = command.replace(text, str(value))
+    return command
+
+
+def _stage_cifar(cwd: Path, world: dict[str, Path]) -> None:
+    """The README's unpack command, run first where its data is used."""
+    (unpack,) = [c for c in PLANS if c.startswith("mkdir")]
+    done = _run(["bash", "-c", placeholders(unpack, world)], cwd, os.environ.copy())
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("command", [c for c, _ in COMMANDS], ids=lambda c: c[:70])
+def test_readme_command(command, world, cli, tmp_path, monkeypatch):
+    plan = PLANS[command]
+    shown = dict(COMMANDS)[command]
+    if "pytest" in command:
+        pytest.skip("the test run itself: .ci/run runs it (test_the_readme_test_command_is_what_ci_runs)")
+    if plan.needs and not shutil.which(plan.needs):
+        pytest.skip(f"needs {plan.needs} (SLURM), which this machine lacks")
+    expect = 2 if plan.needs_gpu and not HAS_CUDA else plan.expect
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RELVIT_OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.setenv("RELVIT_DATA_DIR", str(tmp_path / "data"))
+    if "dataset=cifar10" in command:
+        _stage_cifar(tmp_path, world)
+    line = placeholders(command, world)
+    if line.startswith("pip install"):
+        line = line.split("&&", 1)[1].strip()  # CI installed the project already
+    if line.startswith("mkdir"):
+        code, out, err = _shell(line, tmp_path)
+        assert code == 0, err
+        assert sorted(p.name for p in (tmp_path / "data" / "cifar10").iterdir()) == ["test", "train"]
+        return
+    words = [*shlex.split(line), *plan.budget]
+    code, out, err = _execute(words, plan, tmp_path, cli)
+    assert code == expect, f"{line}\nexit {code}, README says {expect}\n{err[-3000:]}"
+    if expect == 2:
+        message = (out + err).strip().splitlines()
+        assert message and message[-1].startswith("error: "), err[-2000:]
+        if plan.needs_gpu:
+            assert "GPU" in message[-1]
+    if shown:
+        assert shown in out + err
+
+
+def _shell(line: str, cwd: Path) -> tuple[int, str, str]:
+    done = _run(["bash", "-c", line], cwd, os.environ.copy())
+    return done.returncode, done.stdout, done.stderr
+
+
+def _execute(words: list[str], plan: Plan, cwd: Path, cli) -> tuple[int, str, str]:
+    """Run ``python ...`` / ``torchrun ...`` words in this process where it can, else as a child."""
+    if words[0] == "torchrun" or plan.subprocess:
+        if words[0] == "torchrun":
+            words = [sys.executable, "-m", "torch.distributed.run", *words[1:]]
+            words = [w if w != "train.py" else str(REPO / "train.py") for w in words]
+        else:
+            words = [sys.executable, *[str(REPO / w) if w in ("train.py", "evaluate.py") else w for w in words[1:]]]
+        done = _run(words, cwd, subprocess_env(OMP_NUM_THREADS="1"), plan.timeout)
+        return done.returncode, done.stdout, done.stderr
+    assert words[0] == "python", words
+    if words[1] in ("train.py", "evaluate.py"):
+        return cli(words[1], *words[2:])
+    return _in_process(words[1:], cwd, cli)
+
+
+def _in_process(args: list[str], cwd: Path, cli) -> tuple[int, str, str]:
+    """``python -m module ...`` or ``python script.py ...`` in this process."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if args[0] == "-m":
+                sys.argv = [args[1], *args[2:]]
+                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = [str(REPO / args[0]), *args[1:]]
+                runpy.run_path(str(REPO / args[0]), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
