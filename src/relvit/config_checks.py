@@ -58,6 +58,12 @@ def check_config(cfg: DictConfig) -> None:
     clip = get("trainer.gradient_clip_val")
     _require(clip is None or (_is_number(clip) and clip >= 0), "trainer.gradient_clip_val", clip,
              "null (no clipping) or a finite norm >= 0")
+    accelerator = get("trainer.accelerator")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        _require(torch.cuda.is_available(), "trainer.accelerator", accelerator,
+                 "this machine has no CUDA GPU: use trainer=cpu, or trainer.accelerator=auto")
     # per-stage lists (Swin) are checked by their backbone
     vit_sizes = {key: get(key) for key in ("backbone.depth", "backbone.num_heads", "backbone.embed_dim")}
     for key, value in vit_sizes.items():
