@@ -20,16 +20,6 @@ def summary_rows(sweep_dir):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_a_launcher_runs_two_jobs_into_one_summary(launcher, tmp_path):
-    done = train("-m", f"hydra/launcher={launcher}", "task=downstream", *TINY, "seed=1,2", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (sweep_dir,) = list((tmp_path / "multirun").iterdir())
-    rows = summary_rows(sweep_dir)
-    assert [(r["seed"], r["status"]) for r in rows] == [("1", "completed"), ("2", "completed")]
-    assert all(float(r["val/acc"]) >= 0 and r["test/acc"] for r in rows)
-
-
 def test_the_slurm_launchers_compose(tmp_path):
     common = ["hydra.launcher.partition=gpu", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4",
               "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4", "--cfg", "hydra"]
