@@ -91,8 +91,8 @@ class Plan:
 
 RUNS = Plan(budget=[*BUDGET, *SMALL_VIT])
 PLANS: dict[str, Plan] = {
-    "pip install -e . && python train.py experiment=quickstart": Plan(budget=[*BUDGET, "backbone.embed_dim=36",
-                                                                             "backbone.num_heads=3"]),
+    "pip install -e . && python train.py experiment=quickstart": Plan(budget=[
+        *BUDGET, "backbone.embed_dim=36", "backbone.num_heads=3", 'finetune=["task=downstream","trainer.max_epochs=1"]']),
     "pip install -e '.[test,cluster]' && python -m pytest -q": Plan(),  # checked against .ci/run, below
     "python train.py task=upstream": RUNS,
     "python train.py task=downstream pretrained=<run>/checkpoints/best.ckpt": RUNS,

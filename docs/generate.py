@@ -1,0 +1,168 @@
+"""Rewrite the measured sections of docs/ by running what measures them, stamped with machine and commit.
+
+Each section lives in one docs file between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``;
+only that block is replaced (a file without it gets the block appended). Text around it is kept.
+
+    python docs/generate.py                      # every section (the quick start takes minutes)
+    python docs/generate.py quickstart backbones # some of them
+    python docs/generate.py --list
+    python docs/generate.py --tiny --docs-dir /tmp/docs   # seconds: tiny budgets, for the test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RUN = ["backbone.depth=1", "backbone.embed_dim=36", "backbone.num_heads=3", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+@dataclass(frozen=True)
+class Section:
+    doc: str  # file under docs/
+    command: str  # what a reader runs to measure it alone
+    measure: Callable[[bool], str]  # tiny -> markdown
+
+
+def _python(args: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> str:
+    """stdout of ``python args`` with this checkout's sources first; a failure stops the generator."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: `python {' '.join(args)}` failed with exit {done.returncode}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _train(overrides: list[str], outputs: Path) -> tuple[float, Path]:
+    """Wall time and run dir of one ``train.py`` run writing under ``outputs``."""
+    outputs.mkdir(parents=True)
+    start = time.perf_counter()
+    _python([str(REPO / "train.py"), *overrides, "trainer.enable_progress_bar=false"],
+            env={"RELVIT_OUTPUT_DIR": str(outputs)}, cwd=outputs.parent)
+    (metrics,) = [p for p in outputs.rglob("metrics.json") if "finetune" not in p.parts]
+    return time.perf_counter() - start, metrics.parent
+
+
+def _metric(run: Path, split: str, name: str) -> str:
+    value = json.loads((run / "metrics.json").read_text()).get(split, {}).get(f"{split}/{name}")
+    return "-" if value is None else f"{value:.4f}"
+
+
+def quickstart(tiny: bool) -> str:
+    """The quick start (pre-training then fine-tuning) next to fine-tuning from scratch, same budget."""
+    budget = TINY_RUN if tiny else []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_second = ['finetune=["task=downstream","trainer.max_epochs=1"]'] if tiny else []
+        wall, run = _train(["experiment=quickstart", *budget, *tiny_second], Path(tmp) / "a" / "outputs")
+        tuned = run / "finetune"
+        rows.append(("RelViT pre-training, then fine-tuning (`python train.py experiment=quickstart`)",
+                     _metric(tuned, "val", "acc"), _metric(tuned, "test", "acc"), wall))
+        wall, scratch = _train(["experiment=quickstart", "task=downstream", "finetune=null", *budget],
+                               Path(tmp) / "b" / "outputs")
+        rows.append(("fine-tuning from scratch, same budget (`... task=downstream finetune=null`)",
+                     _metric(scratch, "val", "acc"), _metric(scratch, "test", "acc"), wall))
+        pretext = {name: _metric(run, "test", name) for name in ("rel_acc", "pos_acc", "probe_acc")}
+    lines = ["| run | val acc | test acc | wall time |", "|---|--:|--:|--:|"]
+    lines += [f"| {name} | {val} | {test} | {wall:.0f} s |" for name, val, test, wall in rows]
+    lines += ["", "The pre-training phase's best checkpoint on the test split: relation accuracy "
+              f"{pretext['rel_acc']}, position accuracy {pretext['pos_acc']}, online probe {pretext['probe_acc']}."]
+    return "\n".join(lines)
+
+
+def backbones(tiny: bool) -> str:
+    return _python([str(REPO / "benchmarks" / "param_counts.py")]).strip()
+
+
+def data_pipeline(tiny: bool) -> str:
+    small = ["--images", "16", "--batch-size", "8", "--images-224", "4", "--batch-size-224", "2",
+             "--reference-images", "4", "2"] if tiny else []
+    return _python([str(REPO / "benchmarks" / "data_pipeline.py"), *small]).strip()
+
+
+SECTIONS: dict[str, Section] = {
+    "quickstart": Section("results.md", "python train.py experiment=quickstart", quickstart),
+    "backbones": Section("backbones.md", "python benchmarks/param_counts.py", backbones),
+    "data_pipeline": Section("data_pipeline.md", "python benchmarks/data_pipeline.py", data_pipeline),
+}
+
+
+def machine() -> str:
+    """CPU model, cores, GPU and torch version of this machine, in one phrase."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = names[0].strip() if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, load average {load:.1f} at the start"
+
+
+def commit() -> str:
+    """The checkout's commit, marked when the tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return f"{sha} with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else sha
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with the generated block ``name`` holding ``body`` (appended if absent)."""
+    start, end = f"<!-- generated: {name} -->", f"<!-- end: {name} -->"
+    block = f"{start}\n{body}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    return f"{text.rstrip()}\n\n{block}\n" if text.strip() else f"{block}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", help=f"default: all of {', '.join(SECTIONS)}")
+    parser.add_argument("--list", action="store_true", help="print the sections and their files")
+    parser.add_argument("--tiny", action="store_true", help="tiny budgets (for testing the generator)")
+    parser.add_argument("--docs-dir", type=Path, default=REPO / "docs")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, section in SECTIONS.items():
+            print(f"{name:15s} docs/{section.doc:18s} {section.command}")
+        return 0
+    unknown = [name for name in args.sections if name not in SECTIONS]
+    if unknown:
+        print(f"error: unknown section {unknown[0]!r}; valid: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    where, sha = machine(), commit()
+    for name in args.sections or list(SECTIONS):
+        section = SECTIONS[name]
+        started = time.perf_counter()
+        body = section.measure(args.tiny)
+        stamp = (f"_Written by `python docs/generate.py {name}` ({section.command}"
+                 f"{', tiny budget' if args.tiny else ''}) on {where}; commit {sha}; "
+                 f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {time.perf_counter() - started:.0f} s._")
+        path = args.docs_dir / section.doc
+        text = path.read_text() if path.exists() else ""
+        path.write_text(replace_block(text, name, f"{stamp}\n\n{body}"))
+        print(f"{path}: {name} rewritten", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""docs/generate.py: measured sections rewritten in place, stamped with the machine and the commit."""
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("docs_generate", REPO / "docs" / "generate.py")
+generate = importlib.util.module_from_spec(spec)
+sys.modules["docs_generate"] = generate  # dataclasses look their module up
+spec.loader.exec_module(generate)
+
+
+def test_a_block_is_replaced_and_the_text_around_it_kept():
+    text = "intro\n<!-- generated: x -->\nold\n<!-- end: x -->\noutro\n"
+    assert generate.replace_block(text, "x", "new") == "intro\n<!-- generated: x -->\nnew\n<!-- end: x -->\noutro\n"
+    assert generate.replace_block("intro\n", "y", "body") == "intro\n\n<!-- generated: y -->\nbody\n<!-- end: y -->\n"
+
+
+def test_sections_are_measured_and_stamped(tmp_path):
+    (tmp_path / "results.md").write_text("# Results\n\n<!-- generated: quickstart -->\nstale\n<!-- end: quickstart -->\n\nkept\n")
+    assert generate.main(["quickstart", "backbones", "--tiny", "--docs-dir", str(tmp_path)]) == 0
+
+    results = (tmp_path / "results.md").read_text()
+    assert "stale" not in results and results.startswith("# Results\n") and results.rstrip().endswith("kept")
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert f"commit {sha}" in results and "torch " in results and " cores, " in results
+    rows = re.findall(r"^\| (RelViT|fine-tuning from scratch).*\| (\d\.\d{4}) \| (\d\.\d{4}) \| \d+ s \|$", results, re.M)
+    assert [row[0] for row in rows] == ["RelViT", "fine-tuning from scratch"]
+    backbones = (tmp_path / "backbones.md").read_text()
+    assert "<!-- generated: backbones -->" in backbones and "| ViT-Small/4 |" in backbones
+
+
+def test_an_unknown_section_is_named_with_the_valid_ones(capsys):
+    assert generate.main(["quikstart"]) == 2
+    assert "unknown section 'quikstart'; valid: quickstart, backbones" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("doc", ["backbones.md"])
+def test_the_shipped_docs_hold_their_generated_blocks(doc):
+    names = [name for name, section in generate.SECTIONS.items() if section.doc == doc]
+    text = (REPO / "docs" / doc).read_text()
+    for name in names:
+        assert re.search(rf"<!-- generated: {name} -->\n_Written by `python docs/generate.py {name}`.*commit [0-9a-f]{{7}}",
+                         text), f"docs/{doc} lacks a generated {name} block"
