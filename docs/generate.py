@@ -116,12 +116,12 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The checkout's commit, marked when the tree has uncommitted changes."""
+    """The checkout's commit, marked when code (anything but the docs' text) has uncommitted changes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return f"{sha} with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else sha
+    return f"{sha} with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/*.md") else sha
 
 
 def replace_block(text: str, name: str, body: str) -> str:
