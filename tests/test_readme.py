@@ -136,6 +136,7 @@ PLANS: dict[str, Plan] = {
                                                        "--data-dir", "{jpegs}"]),
     "python benchmarks/epoch_throughput.py": Plan(budget=["--batches", "1", "--batch-size", "4", "--data-dir", "{jpegs}"]),
     "python benchmarks/param_counts.py": Plan(budget=[]),
+    "python docs/generate.py backbones": Plan(budget=["--tiny", "--docs-dir", "{tmp}"]),
 }
 
 COMMANDS = readme_commands(README.read_text())
@@ -243,7 +244,8 @@ def test_readme_command(command, world, cli, tmp_path, monkeypatch):
         assert code == 0, err
         assert sorted(p.name for p in (tmp_path / "data" / "cifar10").iterdir()) == ["test", "train"]
         return
-    words = [*shlex.split(line), *(word.format(jpegs=world["root"] / "jpegs") for word in plan.budget)]
+    words = [*shlex.split(line), *(word.format(jpegs=world["root"] / "jpegs", tmp=tmp_path)
+                                          for word in plan.budget)]
     code, out, err = _execute(words, plan, tmp_path, cli)
     assert code == expect, f"{line}\nexit {code}, README says {expect}\n{err[-3000:]}"
     if plan.needs_gpu and not HAS_CUDA:
