@@ -105,3 +105,18 @@ def test_megapatch_side_is_checked_before_work(tiny_cfg):
 
     with pytest.raises(ConfigError, match=r"task\.megapatch\.side=5 .*patch grid side 4"):
         build(tiny_cfg("task=megapatch"))
+
+
+def test_evaluation_cuts_are_fixed_and_leave_the_random_stream_alone(tiny_cfg):
+    run = build(tiny_cfg("task=megapatch", "task.megapatch.side=3"))
+    images, _ = next(iter(run.datamodule.val_dataloader()))
+    torch.manual_seed(1)
+    first = run.datamodule.transform_batch(images, train=False)
+    after_first = torch.rand(1)
+    torch.manual_seed(2)
+    second = run.datamodule.transform_batch(images, train=False)
+    torch.manual_seed(1)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.rand(1), after_first)  # evaluation drew nothing from the global stream
+    trained = run.datamodule.transform_batch(images, train=True)
+    assert not torch.equal(trained, first)
