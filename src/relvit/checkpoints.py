@@ -17,6 +17,8 @@ from relvit.weight_resampling import CannotResample, resample
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
+#: The weight file of a directory written by ``relvit.export`` (as timm and Hugging Face name it).
+EXPORTED_WEIGHTS = "model.safetensors"
 
 
 class UnsafeCheckpointError(UserError):
@@ -29,6 +31,12 @@ class CorruptCheckpointError(UserError):
 
 #: A warm start that loads less than this share of the backbone's tensors is refused (pretrained_strict).
 MIN_BACKBONE_SHARE = 0.5
+
+
+def weight_file(path: str | Path) -> Path:
+    """``path`` itself, or for a directory (an export) the weight file inside it."""
+    path = Path(str(path))
+    return path / EXPORTED_WEIGHTS if path.is_dir() else path
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -120,7 +128,7 @@ def load_pretrained(module: nn.Module, path: str | Path, strict: bool = True) ->
     resampled, skipped and missing names. With ``strict``, a file that fills less than
     ``MIN_BACKBONE_SHARE`` of the backbone's tensors (another architecture) is refused.
     """
-    tensors = state_dict_of(read_checkpoint(path))
+    tensors = state_dict_of(read_checkpoint(weight_file(path)))
     if not any(k.startswith("backbone.") for k in tensors):
         remap = getattr(module.backbone, "remap_state_dict", None)
         if remap is None:
