@@ -15,6 +15,7 @@ from relvit.export import export
 from relvit.module import RelViTModule
 from relvit.run_files import OutputDirError
 from relvit.task import TaskSpec
+
 from conftest import compose_config, subprocess_env
 
 DOWNSTREAM = TaskSpec(name="downstream", supervised=True, relations=False, positions=False, monitor="val/acc", monitor_mode="max")

@@ -1,6 +1,5 @@
 """Trackers (W&B offline, MLflow's local store), several loggers at once, the missing-package
 message, the progress bar and the config tree."""
-import io
 import json
 import struct
 import sys
@@ -11,10 +10,11 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import open_dict
 
 import relvit.trackers
-from conftest import compose_config
 from relvit.console import check_console, print_config, progress_bar
 from relvit.errors import ConfigError
 from relvit.training import train
+
+from conftest import compose_config
 
 
 def wandb_records(path: Path):

@@ -42,6 +42,7 @@ def config_tree(cfg: DictConfig) -> Any:
 
     tree = Tree("config", guide_style="dim")
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
     leaves = {k: v for k, v in resolved.items() if not isinstance(v, dict)}
     if leaves:
         tree.add("(top level)").add(Syntax(OmegaConf.to_yaml(leaves), "yaml", background_color="default"))

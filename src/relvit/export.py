@@ -47,7 +47,7 @@ def timm_module(backbone: nn.Module, backbone_cfg: DictConfig) -> tuple[nn.Modul
     """The timm model inside ``backbone`` and the ``(architecture, model_args)`` that rebuild it in
     timm, or None for a backbone timm does not have (T2T-ViT)."""
     if isinstance(backbone, ViTBackbone):
-        vit = backbone.vit
+        vit: Any = backbone.vit  # timm's VisionTransformer
         args = dict(img_size=list(vit.patch_embed.img_size), patch_size=list(vit.patch_embed.patch_size),
                     embed_dim=vit.embed_dim, depth=len(vit.blocks), num_heads=vit.blocks[0].attn.num_heads,
                     mlp_ratio=vit.blocks[0].mlp.fc1.out_features / vit.embed_dim, qkv_bias=True,
@@ -55,7 +55,7 @@ def timm_module(backbone: nn.Module, backbone_cfg: DictConfig) -> tuple[nn.Modul
                     fc_norm=False, num_classes=0)
         return vit, {"architecture": VIT_NAMES.get(vit.embed_dim, "vit_base_patch16_224"), "model_args": args}
     if isinstance(backbone, SwinBackbone):
-        swin = backbone.swin
+        swin: Any = backbone.swin  # timm's SwinTransformer
         # timm fits the window to small stages itself, so the configured window rebuilds the same model
         args = dict(img_size=list(swin.patch_embed.img_size), patch_size=list(swin.patch_embed.patch_size),
                     embed_dim=int(backbone_cfg.embed_dim), depths=[len(stage.blocks) for stage in swin.layers],
@@ -74,7 +74,8 @@ def describe(backbone: nn.Module, cfg: DictConfig) -> tuple[dict[str, torch.Tens
     if found is None:
         state = backbone.state_dict()
         return state, {"relvit": relvit}
-    inner, timm_cfg = found
+    inner: Any = found[0]
+    timm_cfg = found[1]
     if getattr(backbone, "attention_mask", "none") != "none":
         log.warning("backbone.attention_mask=%s: timm's model attends everywhere, so it computes other "
                     "outputs from these weights; pretrained=<out> restores the masked model", backbone.attention_mask)

@@ -122,7 +122,8 @@ def write_image(logger: Logger, tag: str, image: torch.Tensor, step: int) -> Non
         logger.experiment.add_image(tag, image, global_step=step)
         return
     pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # [H, W, 3] uint8
+    tracker: Any = logger  # WandbLogger or MLFlowLogger, whose packages may be absent
     if type(logger).__name__ == "WandbLogger":
-        logger.log_image(key=tag, images=[pixels], step=step)
+        tracker.log_image(key=tag, images=[pixels], step=step)
     else:  # MLflow: one PNG per step among the run's artifacts
-        logger.experiment.log_image(logger.run_id, pixels, artifact_file=f"{tag}/step_{step:06d}.png")
+        tracker.experiment.log_image(tracker.run_id, pixels, artifact_file=f"{tag}/step_{step:06d}.png")

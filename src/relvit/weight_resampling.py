@@ -3,9 +3,14 @@ Swin's relative-position tables are resampled to this run's sizes with timm's fu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from timm.layers import resample_abs_pos_embed, resample_patch_embed, resize_rel_pos_bias_table
+from timm.layers import (
+    resample_abs_pos_embed,
+    resample_patch_embed,
+    resize_rel_pos_bias_table,
+)
 from torch import nn
 
 
@@ -46,7 +51,8 @@ def _relative_table(name: str, value: torch.Tensor, target: torch.Tensor, module
     old_side = math.isqrt(value.shape[0])
     if old_side * old_side != value.shape[0] or old_side % 2 == 0:
         raise CannotResample(f"{value.shape[0]} entries are no square window's table")
-    window = tuple(module.get_submodule(name.rsplit(".", 1)[0]).window_size)
+    attention: Any = module.get_submodule(name.rsplit(".", 1)[0])  # timm's WindowAttention
+    window = tuple(attention.window_size)
     return resize_rel_pos_bias_table(value, new_window_size=window, new_bias_shape=tuple(target.shape))
 
 
