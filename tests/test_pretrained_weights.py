@@ -2,6 +2,7 @@
 import pytest
 import torch
 from safetensors.torch import save_file
+from timm.layers import resample_patch_embed
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
@@ -11,6 +12,7 @@ from relvit.backbones.vit import ViTBackbone
 from relvit.checkpoints import load_pretrained
 from relvit.module import RelViTModule
 from relvit.task import TaskSpec
+from relvit.weight_resampling import CannotResample, resample
 
 DOWNSTREAM = TaskSpec(name="downstream", supervised=True, relations=False, positions=False, monitor="val/acc", monitor_mode="max")
 
@@ -75,3 +77,72 @@ def test_official_t2t_vit_weights(tmp_path):
     assert torch.equal(own["backbone.tokens_to_token.attention1.mlp.fc1.weight"], state["tokens_to_token.attention1.mlp.0.weight"])
     assert torch.equal(own["backbone.blocks.6.mlp.fc2.weight"], state["blocks.6.mlp.fc2.weight"])
     assert not any(n.startswith("backbone.") for n in report.missing)
+
+
+def test_vit_weights_of_another_resolution_are_resampled(tmp_path):
+    """A 224 px / 16 px file (DeiT key layout) into a 32 px / 4 px run: the grid 14 x 14 -> 8 x 8
+    and the 16 px kernel -> 4 px are resampled, not skipped; a width that differs is still skipped."""
+    torch.manual_seed(5)
+    published = VisionTransformer(img_size=224, patch_size=16, embed_dim=24, depth=2, num_heads=2, num_classes=1000)
+    state = published.state_dict()
+    path = tmp_path / "deit_224.pth"
+    torch.save({"model": state}, path)
+    module = module_around(ViTBackbone(32, 4, 24, 2, 2))
+    report = load_pretrained(module, path)
+    assert report.shape_mismatch == []
+    assert sorted(report.resampled) == [
+        "backbone.vit.patch_embed.proj.weight (24, 3, 16, 16) -> (24, 3, 4, 4)",
+        "backbone.vit.pos_embed (1, 197, 24) -> (1, 65, 24)",
+    ]
+    assert {"backbone.vit.pos_embed", "backbone.vit.patch_embed.proj.weight"} <= set(report.loaded)
+    own = module.state_dict()
+    pos = own["backbone.vit.pos_embed"]
+    assert torch.equal(pos[:, 0], state["pos_embed"][:, 0])  # the CLS slot is kept, not interpolated
+    # the grid is interpolated as an image: the 8 x 8 result, upsampled back, stays close to the 14 x 14 original
+    grid = state["pos_embed"][0, 1:].reshape(1, 14, 14, 24).permute(0, 3, 1, 2)
+    small = pos[0, 1:].reshape(1, 8, 8, 24).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(8, 8), mode="bicubic", antialias=True, align_corners=False)
+    assert torch.allclose(small, expected, atol=1e-5)
+    # the kernel is timm's pseudo-inverse resize (FlexiViT), not a crop or the run's own init
+    assert torch.allclose(own["backbone.vit.patch_embed.proj.weight"],
+                          resample_patch_embed(state["patch_embed.proj.weight"], [4, 4]), atol=1e-6)
+
+
+def test_vit_without_cls_token_resamples_the_whole_grid(tmp_path):
+    published = VisionTransformer(img_size=64, patch_size=16, embed_dim=24, depth=1, num_heads=2, class_token=False,
+                                  global_pool="avg", num_classes=0)
+    path = tmp_path / "vit_nocls.pth"
+    torch.save(published.state_dict(), path)
+    module = module_around(ViTBackbone(32, 4, 24, 1, 2, class_token=False))
+    report = load_pretrained(module, path)
+    assert "backbone.vit.pos_embed (1, 16, 24) -> (1, 64, 24)" in report.resampled
+    assert report.shape_mismatch == [] and "backbone.vit.pos_embed" in report.loaded
+
+
+def test_swin_tables_follow_the_window(tmp_path):
+    """Swin weights with a 7-wide window into a run whose window is 4: every relative-position
+    table (13 x 13 -> 7 x 7 offsets) is resampled; a table with another number of heads is skipped."""
+    torch.manual_seed(6)
+    kwargs = dict(embed_dim=24, depths=(1, 1), num_heads=(1, 2))
+    published = SwinTransformer(img_size=56, patch_size=4, window_size=7, num_classes=0, **kwargs)
+    path = tmp_path / "swin_w7.pth"
+    torch.save(published.state_dict(), path)
+    module = module_around(SwinBackbone(image_size=64, window_size=4, **kwargs))
+    report = load_pretrained(module, path)
+    tables = [n for n in report.resampled if "relative_position_bias_table" in n]
+    assert len(tables) == 2 and all("(169, " in n and "-> (49, " in n for n in tables)
+    assert report.shape_mismatch == []
+    assert not any(n.startswith("backbone.") for n in report.missing)
+
+
+def test_what_cannot_be_resampled_is_skipped_with_the_reason():
+    module = module_around(SwinBackbone(image_size=64, embed_dim=24, depths=(1, 1), num_heads=(1, 2), window_size=4))
+    name = "backbone.swin.layers.0.blocks.0.attn.relative_position_bias_table"
+    own = module.state_dict()[name]  # [49, 1]
+    with pytest.raises(CannotResample, match="number of heads differs"):
+        resample(name, torch.zeros(169, 3), own, module)
+    vit = module_around(ViTBackbone(32, 4, 24, 1, 2))
+    with pytest.raises(CannotResample, match="width differs"):
+        resample("backbone.vit.pos_embed", torch.zeros(1, 197, 48), vit.state_dict()["backbone.vit.pos_embed"], vit)
+    with pytest.raises(CannotResample, match="not a position or patch embedding"):
+        resample("backbone.vit.norm.weight", torch.zeros(48), torch.zeros(24), vit)

@@ -70,12 +70,12 @@ def test_downstream_carries_the_upstream_backbone(upstream_run, tiny_cfg):
     assert any(k.startswith("classifier.") for k in report.missing)
 
 
-def test_shape_mismatches_are_skipped_and_reported(upstream_run, tiny_cfg):
+def test_another_grid_is_resampled_and_reported(upstream_run, tiny_cfg):
     _, _, summary = upstream_run
     run = build(tiny_cfg("task=downstream", "dataset.image_size=24"))  # 6 x 6 grid: new pos_embed shape
     report = load_pretrained(run.module, summary["best_checkpoint"])
-    assert any(k.startswith("backbone.vit.pos_embed") for k in report.shape_mismatch)
-    assert "backbone.vit.blocks.0.attn.qkv.weight" in report.loaded
+    assert report.resampled == ["backbone.vit.pos_embed (1, 17, 36) -> (1, 37, 36)"] and not report.shape_mismatch
+    assert {"backbone.vit.pos_embed", "backbone.vit.blocks.0.attn.qkv.weight"} <= set(report.loaded)
 
 
 def test_evaluate_reproduces_the_training_metrics(upstream_run, tmp_path):

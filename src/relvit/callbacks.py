@@ -5,9 +5,10 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
+
+from relvit.trackers import keeps_images, write_image
 
 #: Anchor colours of the viridis colour map, from low to high.
 VIRIDIS = torch.tensor([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=torch.float32) / 255
@@ -68,9 +69,10 @@ def filter_grid(weight: torch.Tensor, limit: int = 64) -> torch.Tensor:
 
 
 class EmbeddingImages(L.Callback):
-    """After a validation, writes the position-embedding similarity grid and the patch filters to
-    TensorBoard (``embeddings/position_similarity``, ``embeddings/patch_filters``), each only when it
-    changed since it was last written; the position embeddings only where the task adds them."""
+    """After a validation, writes the position-embedding similarity grid and the patch filters
+    (``embeddings/position_similarity``, ``embeddings/patch_filters``) to each logger that keeps
+    pictures (TensorBoard, W&B, MLflow), each only when it changed since it was last written; the
+    position embeddings only where the task adds them."""
 
     def __init__(self) -> None:
         self.last: dict[str, torch.Tensor] = {}
@@ -78,7 +80,7 @@ class EmbeddingImages(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        loggers = [lg for lg in trainer.loggers if keeps_images(lg)]
         if not loggers:
             return
         backbone = pl_module.backbone
@@ -97,4 +99,4 @@ class EmbeddingImages(L.Callback):
             self.last[tag] = snapshot
             image = draw(snapshot)
             for logger in loggers:
-                logger.experiment.add_image(tag, image, global_step=trainer.global_step)
+                write_image(logger, tag, image, trainer.global_step)

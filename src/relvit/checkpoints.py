@@ -12,10 +12,13 @@ import torch
 from torch import nn
 
 from relvit.errors import ConfigError, UserError
+from relvit.weight_resampling import CannotResample, resample
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
+#: The weight file of a directory written by ``relvit.export`` (as timm and Hugging Face name it).
+EXPORTED_WEIGHTS = "model.safetensors"
 
 
 class UnsafeCheckpointError(UserError):
@@ -28,6 +31,12 @@ class CorruptCheckpointError(UserError):
 
 #: A warm start that loads less than this share of the backbone's tensors is refused (pretrained_strict).
 MIN_BACKBONE_SHARE = 0.5
+
+
+def weight_file(path: str | Path) -> Path:
+    """``path`` itself, or for a directory (an export) the weight file inside it."""
+    path = Path(str(path))
+    return path / EXPORTED_WEIGHTS if path.is_dir() else path
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -88,16 +97,18 @@ class LoadReport:
     """What ``load_pretrained`` did with each tensor name."""
 
     loaded: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
     shape_mismatch: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
     def log(self, source: str, limit: int = 12) -> None:
         """One line of counts; names only for what was not loaded (at most ``limit`` of each kind)."""
-        log.info("pretrained %s: %d tensors loaded, %d skipped (shape differs), %d skipped (not in this task's "
-                 "model), %d missing (left as initialised)", source, len(self.loaded), len(self.shape_mismatch),
-                 len(self.unexpected), len(self.missing))
+        log.info("pretrained %s: %d tensors loaded (%d of them resampled to this run's sizes), %d skipped (shape "
+                 "differs), %d skipped (not in this task's model), %d missing (left as initialised)", source,
+                 len(self.loaded), len(self.resampled), len(self.shape_mismatch), len(self.unexpected), len(self.missing))
         for title, names in (
+            ("resampled", self.resampled),
             ("skipped, shape differs", self.shape_mismatch),
             ("skipped, not in this task's model", self.unexpected),
             ("missing, left as initialised", self.missing),
@@ -111,11 +122,13 @@ def load_pretrained(module: nn.Module, path: str | Path, strict: bool = True) ->
     """Warm-start ``module`` (a RelViTModule) from a checkpoint of this project or from published
     backbone weights (mapped through the backbone's ``remap_state_dict``).
 
-    Tensors whose shapes differ and tensors the module lacks are skipped; the report lists the
-    loaded, skipped and missing names. With ``strict``, a file that fills less than
+    Position embeddings, patch-embedding kernels and relative-position tables made for another
+    image, patch or window size are resampled to this run's (``weight_resampling``); other tensors
+    whose shapes differ, and tensors the module lacks, are skipped. The report lists the loaded,
+    resampled, skipped and missing names. With ``strict``, a file that fills less than
     ``MIN_BACKBONE_SHARE`` of the backbone's tensors (another architecture) is refused.
     """
-    tensors = state_dict_of(read_checkpoint(path))
+    tensors = state_dict_of(read_checkpoint(weight_file(path)))
     if not any(k.startswith("backbone.") for k in tensors):
         remap = getattr(module.backbone, "remap_state_dict", None)
         if remap is None:
@@ -127,11 +140,16 @@ def load_pretrained(module: nn.Module, path: str | Path, strict: bool = True) ->
     for name, value in tensors.items():
         if name not in own:
             report.unexpected.append(name)
-        elif own[name].shape != value.shape:
-            report.shape_mismatch.append(f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)}")
-        else:
-            chosen[name] = value
-            report.loaded.append(name)
+            continue
+        if own[name].shape != value.shape:
+            try:
+                value = resample(name, value, own[name], module)
+            except CannotResample as why:
+                report.shape_mismatch.append(f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)} ({why})")
+                continue
+            report.resampled.append(f"{name} {tuple(tensors[name].shape)} -> {tuple(value.shape)}")
+        chosen[name] = value
+        report.loaded.append(name)
     report.missing = [k for k in own if k not in chosen]
     backbone = [k for k in own if k.startswith("backbone.")]
     share = sum(k in chosen for k in backbone) / max(1, len(backbone))

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from relvit.checkpoints import WEIGHT_SUFFIXES
+from relvit.checkpoints import EXPORTED_WEIGHTS, WEIGHT_SUFFIXES, weight_file
 from relvit.errors import ConfigError
 from relvit.task import TaskSpec
 
@@ -103,8 +103,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"task: {err}") from None
     pretrained = get("pretrained")
     if pretrained is not None:
-        path = Path(str(pretrained))
-        _require(path.is_file(), "pretrained", str(pretrained), "the path of an existing checkpoint or weight file")
+        path = weight_file(pretrained)
+        _require(path.is_file(), "pretrained", str(pretrained),
+                 f"the path of an existing checkpoint or weight file, or a directory with {EXPORTED_WEIGHTS}")
         _require(path.suffix in WEIGHT_SUFFIXES, "pretrained", str(pretrained), f"a file ending in one of {WEIGHT_SUFFIXES}")
     strict = get("pretrained_strict")
     _require(isinstance(strict, bool), "pretrained_strict", strict, "true or false")

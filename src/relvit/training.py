@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import check_config
+from relvit.console import check_console, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
@@ -31,6 +32,7 @@ from relvit.run_files import (
 )
 from relvit.schedules import StretchSchedule
 from relvit.task import TaskSpec
+from relvit.trackers import check_trackers, finish_trackers
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +108,13 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
 
 def make_trainer(cfg: DictConfig, guards: list[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards)
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    # a progress bar only where someone watches: redirected to a file it is a flood of lines
-    progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stderr.isatty()
+    progress, bar = progress_bar(cfg)
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if loggers:  # every tracker keeps the composed config beside the metrics
+        config = OmegaConf.to_container(cfg, resolve=True)
+        for logger in loggers:
+            logger.log_hyperparams(config)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
                        enable_progress_bar=progress)
 
@@ -148,7 +153,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     The run claims its directory before anything is written there; SIGTERM, SIGUSR1 and SIGINT save
     the current step and raise RunInterrupted; a non-finite loss raises TrainingDiverged.
     """
+    try:
+        return _train(cfg)
+    finally:  # the next run of this process (a second phase, a sweep's job) opens tracker runs of its own
+        finish_trackers(failed=sys.exc_info()[0] is not None)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
+    check_trackers(cfg)
+    check_console(cfg)
     output_dir = Path(cfg.paths.output_dir)
     debug = bool(cfg.trainer.get("fast_dev_run"))  # one batch of each split; nothing is written
     # a requeued SLURM job goes on in its own dir; the other ranks of a DDP job share rank zero's
@@ -156,6 +170,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not debug and requeued is None and is_rank_zero():
         claim_run_dir(output_dir)
         write_hydra_files(output_dir, cfg)
+    if is_rank_zero():
+        print_config(cfg)
     with StopRequest() as stop:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         run = build(cfg)
