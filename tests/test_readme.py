@@ -93,7 +93,11 @@ RUNS = Plan(budget=[*BUDGET, *SMALL_VIT])
 PLANS: dict[str, Plan] = {
     "pip install -e . && python train.py experiment=quickstart": Plan(budget=[
         *BUDGET, "backbone.embed_dim=36", "backbone.num_heads=3", 'finetune=["task=downstream","trainer.max_epochs=1"]']),
-    "pip install -e '.[test,cluster]' && python -m pytest -q": Plan(),  # checked against .ci/run, below
+    "pip install -e '.[test,cluster,trackers]' && python -m pytest -q": Plan(),  # checked against .ci/run, below
+    "pip install -e '.[trackers]'": Plan(budget=[]),  # its extras must exist, below
+    "python train.py 'logger=[tensorboard,wandb,mlflow]'": RUNS,
+    "python train.py logger=wandb logger.wandb.project=my_project logger.wandb.offline=true": RUNS,
+    "python -m relvit.export ckpt_path=<ckpt> out=exports/backbone": Plan(budget=[]),
     "python train.py task=upstream": RUNS,
     "python train.py task=downstream pretrained=<run>/checkpoints/best.ckpt": RUNS,
     "python train.py task=joint": RUNS,
@@ -153,8 +157,13 @@ def test_the_readme_test_command_is_what_ci_runs():
     assert install_and_test in (REPO / ".ci" / "run").read_text()
 
 
+def test_every_python_example_is_tested():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 2 and any("relvit.ssl" in b for b in blocks) and any("timm" in b for b in blocks)
+
+
 def test_the_python_example_holds():
-    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "relvit.ssl" in b]
     names: dict = {}
     exec(block, names)  # the imports and calls of the example run as written
     relations = names["relation_targets"](3)
@@ -237,6 +246,10 @@ def test_readme_command(command, world, cli, tmp_path, monkeypatch):
     if "dataset=cifar10" in command:
         _stage_cifar(tmp_path, world)
     line = placeholders(command, world)
+    if line.startswith("pip install") and "&&" not in line:
+        extras = re.fullmatch(r"pip install -e '\.\[([a-z,]+)\]'", line).group(1).split(",")
+        assert set(extras) <= set(_extras()), f"{line}: pyproject.toml has no extra {sorted(set(extras) - set(_extras()))}"
+        return
     if line.startswith("pip install"):
         line = line.split("&&", 1)[1].strip()  # CI installed the project already
     if line.startswith("mkdir"):
@@ -272,6 +285,26 @@ def _check_train_outputs(words: list[str], cwd: Path) -> None:
         assert rows and {row["status"] for row in rows} == {"completed"}, rows
     else:
         assert list((cwd / "outputs").rglob("metrics.json")), "the run wrote no metrics.json"
+
+
+def _extras() -> list[str]:
+    import tomllib
+
+    return list(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+
+
+def test_the_export_example_loads_in_timm(world, tmp_path, monkeypatch):
+    """The README's timm snippet, on the backbone the README's export command writes."""
+    (export,) = [c for c in PLANS if "relvit.export" in c]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _in_process(shlex.split(placeholders(export, world))[1:], tmp_path, None)
+    assert code == 0, err[-2000:]
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "timm" in b]
+    names: dict = {}
+    exec(block, names)
+    vit = names["vit"]
+    out = vit.forward_features(torch.zeros(1, 3, vit.patch_embed.img_size[0], vit.patch_embed.img_size[1]))
+    assert out.shape[0] == 1 and torch.isfinite(out).all()
 
 
 def _shell(line: str, cwd: Path) -> tuple[int, str, str]:
