@@ -30,7 +30,6 @@ from relvit.run_files import (
     write_text,
 )
 from relvit.schedules import StretchSchedule
-from relvit.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def build_group(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 
 def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     """Check the config, then build and set up data and model (data problems surface here)."""
-    check_config(cfg)
+    task = check_config(cfg)
     megapatch = cfg.task.get("megapatch")
     if megapatch:
         # the model sees the tiled image: side x side patches
@@ -94,7 +93,7 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
         )
     module = RelViTModule(
         backbone=backbone,
-        task=TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True)),
+        task=task,
         num_classes=datamodule.num_classes,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),

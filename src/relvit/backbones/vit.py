@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from relvit.backbones.base import TokenBackbone
 
@@ -56,8 +56,6 @@ class ViTBackbone(TokenBackbone):
         cls_token_std: float = 1e-6,
     ):
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
         if attention_mask not in ATTENTION_MASKS:
             raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, got {attention_mask!r}")
         if position_embedding not in POSITION_EMBEDDINGS:

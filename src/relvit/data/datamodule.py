@@ -64,6 +64,7 @@ class RelViTDataModule(L.LightningDataModule):
         super().__init__()
         if select_on not in MODEL_SELECTION_SPLITS:
             raise ValueError(f"data.select_on must be one of {MODEL_SELECTION_SPLITS}, got {select_on!r}")
+        _check_val_fraction(val_fraction, select_on)
         self.source = source
         self.image_size = image_size
         self.image_augment = BatchImageAugment(image_size, train_transform, eval_transform, crop_padding, hflip)
@@ -226,3 +227,16 @@ def _take(split: InMemorySplit | FileSplit, index: torch.Tensor) -> InMemorySpli
     if isinstance(split, InMemorySplit):
         return InMemorySplit(split.images[index], split.labels[index])
     return FileSplit([split.paths[i] for i in index.tolist()], split.labels[index])
+
+
+def _check_val_fraction(fraction: float, select_on: str) -> None:
+    """``data.val_fraction`` must hold something out unless the test split selects (then 0 is allowed)."""
+    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+    held_out = select_on != "test"
+    if number and (0.0 < fraction < 1.0 if held_out else 0.0 <= fraction < 1.0):
+        return
+    valid = "a fraction in [0, 1)"
+    if number and held_out:
+        valid = (f"a fraction strictly between 0 and 1 with data.select_on={select_on} "
+                 "(0, training on the whole split, needs data.select_on=test)")
+    raise ConfigError(f"data.val_fraction={fraction!r} is invalid: {valid}")
