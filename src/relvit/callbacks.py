@@ -1,6 +1,8 @@
 """Callbacks that show what the encoder learned: position-embedding similarity and patch filters."""
 from __future__ import annotations
 
+from typing import cast
+
 import lightning as L
 import numpy as np
 import torch
@@ -8,6 +10,8 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
+
+from relvit.backbones.base import TokenBackbone
 
 #: Anchor colours of the viridis colour map, from low to high.
 VIRIDIS = torch.tensor([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=torch.float32) / 255
@@ -81,7 +85,7 @@ class EmbeddingImages(L.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:
             return
-        backbone = pl_module.backbone
+        backbone = cast(TokenBackbone, pl_module.backbone)
         sources = {}
         pos = backbone.position_embeddings()
         task = getattr(pl_module, "task", None)

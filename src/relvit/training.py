@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.errors import InstantiationException
@@ -98,12 +99,12 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
         # saved unresolved, so that paths and interpolations follow the evaluating run's overrides
-        run_config=run_config if run_config is not None else OmegaConf.to_container(cfg, resolve=False),
+        run_config=run_config if run_config is not None else cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False)),
     )
     return Run(cfg, datamodule, module)
 
 
-def make_trainer(cfg: DictConfig, guards: list[L.Callback] = ()) -> L.Trainer:
+def make_trainer(cfg: DictConfig, guards: Sequence[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards)
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
@@ -170,22 +171,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
         guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
         trainer = make_trainer(cfg, guards)
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
         if checkpoint is None and not debug:  # found before training, not after it
             raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
         if checkpoint is not None and checkpoint.dirpath:
-            trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))
+            trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))  # type: ignore[attr-defined]
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
         if debug:
             metrics = evaluate_splits(trainer, run, ["val", "test"])
             print(f"\ndebug run (one batch of each split, nothing saved):\n{format_table(metrics)}\n", flush=True)
             return {"task": cfg.task.name, "output_dir": str(output_dir), "monitor": cfg.task.monitor, **metrics}
+        assert checkpoint is not None  # refused above when not debugging
         best = checkpoint.best_model_path or checkpoint.last_model_path
         if not best or not Path(best).is_file():
             raise SaveError(f"training ended without a checkpoint in {checkpoint.dirpath}")
         stop.raise_if_asked(f"after training (epoch {trainer.current_epoch})", checkpoint.last_model_path or None)
         restore_weights(run.module, best)
-        metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
+        metrics = evaluate_splits(trainer, run, ["val", "test"])
     summary = {"task": cfg.task.name, "best_checkpoint": str(best), "output_dir": str(output_dir),
                "monitor": cfg.task.monitor, **metrics}
     if not trainer.is_global_zero:

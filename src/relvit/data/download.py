@@ -87,6 +87,7 @@ def extract_archive(archive: str | os.PathLike, into: str | os.PathLike) -> list
     archive, into = Path(archive), Path(into)
     if not archive.is_file():
         raise MissingFileError(f"archive {archive} does not exist")
+    opener: type[_ZipReader] | type[_TarReader]
     if zipfile.is_zipfile(archive):
         opener = _ZipReader
     elif tarfile.is_tarfile(archive):

@@ -89,8 +89,8 @@ class _CIFARSource(DataSource):
             f"or put {self._torchvision.filename} in {self.root}, or unpack JPEG folders there."
         )
 
-    @property
-    def splits(self) -> tuple[str, ...]:
+    @property  # read from the data on disk (the base class's is a fixed class attribute)
+    def splits(self) -> tuple[str, ...]:  # type: ignore[override]
         if self._layout() == "pickle":
             return ("train", "test")
         return self._folders.splits

@@ -113,8 +113,8 @@ class ImageFolderSource(DataSource):
         self._index = index
         return index
 
-    @property
-    def splits(self) -> tuple[str, ...]:
+    @property  # read from the data on disk (the base class's is a fixed class attribute)
+    def splits(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(s for s in SPLITS if s in self._scan())
 
     @property
