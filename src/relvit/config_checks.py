@@ -121,3 +121,16 @@ def check_config(cfg: DictConfig) -> TaskSpec:
         ok = OmegaConf.is_list(finetune) and all(isinstance(x, str) and "=" in x for x in finetune)
         _require(ok, "finetune", finetune, "null or a list of overrides like [task=downstream, trainer.max_epochs=10]")
     return task
+
+
+def check_token_grid(cfg: DictConfig, grid_size: int) -> None:
+    """The built backbone's SSL token grid (``grid_size`` a side) must be the patch grid the model
+    sees: image_size / patch_size cells a side, or the mega-patch side when the task tiles."""
+    megapatch = cfg.task.get("megapatch")
+    cells = megapatch.side if megapatch else cfg.dataset.image_size // cfg.dataset.patch_size
+    if grid_size != cells:
+        raise ConfigError(
+            f"dataset.patch_size={cfg.dataset.patch_size} is invalid for this backbone: the model sees "
+            f"{cells} x {cells} patches, but the backbone's SSL token grid is {grid_size} x {grid_size}; "
+            f"use dataset.patch_size={cfg.dataset.image_size // grid_size}"
+        )

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import check_config
+from relvit.config_checks import check_config, check_token_grid
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
@@ -66,20 +66,11 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     """Check the config, then build and set up data and model (data problems surface here)."""
     task = check_config(cfg)
     megapatch = cfg.task.get("megapatch")
-    if megapatch:
-        # the model sees the tiled image: side x side patches
-        cells = megapatch.side
+    if megapatch:  # the model sees the tiled image: side x side patches
         backbone = build_group(cfg, "backbone", image_size=megapatch.side * cfg.dataset.patch_size)
     else:
-        cells = cfg.dataset.image_size // cfg.dataset.patch_size
         backbone = build_group(cfg, "backbone")
-    if backbone.grid_size != cells:
-        raise ConfigError(
-            f"dataset.patch_size={cfg.dataset.patch_size} is invalid for this backbone: the model sees "
-            f"{cells} x {cells} patches, but the backbone's SSL "
-            f"token grid is {backbone.grid_size} x {backbone.grid_size}; use "
-            f"dataset.patch_size={cfg.dataset.image_size // backbone.grid_size}"
-        )
+    check_token_grid(cfg, backbone.grid_size)
     datamodule: RelViTDataModule = build_group(cfg, "data")
     try:
         datamodule.prepare_data()

@@ -228,7 +228,7 @@ def test_same_generator_seed_same_output():
     assert not torch.equal(first, aug(images, torch.Generator().manual_seed(14)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_matches_cpu_with_the_same_params():
     aug = PatchAugment(4, "colJitter:0.8-grayScale:0.2-randomNoise:0.2", crop="centCrop")
     images = torch.rand(4, 3, 32, 32)
