@@ -5,7 +5,7 @@ Model and data are rebuilt from the config saved in the checkpoint; new override
 import hydra
 from omegaconf import DictConfig
 
-from relvit.cli import exit_on_user_error, run_main, log_lightning_once
+from relvit.cli import exit_on_user_error, log_lightning_once, run_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -5,7 +5,7 @@ Any config value can be overridden on the command line; see conf/train.yaml and 
 import hydra
 from omegaconf import DictConfig
 
-from relvit.cli import exit_on_user_error, run_main, report_test_accuracy, train_with_finetune
+from relvit.cli import exit_on_user_error, report_test_accuracy, run_main, train_with_finetune
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -7,34 +7,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from relvit.backbones.swin import PUBLISHED_PARAMS_M as SWIN_PUBLISHED
-from relvit.backbones.swin import SwinBackbone
-from relvit.backbones.t2t_vit import PUBLISHED_PARAMS_M as T2T_PUBLISHED
-from relvit.backbones.t2t_vit import T2T_VIT_VARIANTS, T2TViTBackbone
-
-# Published sizes with a 1000-class head at 224 px, millions: ViT from timm's DeiT model cards,
-# Swin-T from timm's model card, T2T-ViT from the paper (ICCV 2021).
-PUBLISHED_M = {"ViT-Tiny/16": 5.7, "ViT-Small/16": 22.1, "ViT-Base/16": 86.6, "Swin-T": SWIN_PUBLISHED, **T2T_PUBLISHED}
-VIT_SIZES = {"Tiny": (192, 3), "Small": (384, 6), "Base": (768, 12)}  # width, heads; depth 12, MLP ratio 4
+from relvit.backbones.registry import VARIANTS, create_backbone
+from relvit.backbones.vit import ViTBackbone
 
 
-def _vit(image_size: int, patch_size: int, width: int, heads: int) -> VisionTransformer:
-    return VisionTransformer(img_size=image_size, patch_size=patch_size, embed_dim=width, depth=12,
-                             num_heads=heads, mlp_ratio=4, qkv_bias=True, num_classes=0)
-
-
-def _rows() -> list[tuple[str, str, Callable[[], nn.Module]]]:
-    """(name, input, builder) for every backbone of the table."""
+def _rows() -> list[tuple[str, str, float | None, Callable[[], nn.Module]]]:
+    """(name, input, published size in millions or None, builder) for every variant of the registry;
+    ViTs at 32 px / 4 px (the CIFAR setting) and at 224 px / 16 px (where the sizes were published)."""
     rows = []
+    vits = [(name, v) for name, v in VARIANTS.items() if v.builder is ViTBackbone]
     for image_size, patch_size in ((32, 4), (224, 16)):
-        for size, (width, heads) in VIT_SIZES.items():
-            rows.append((f"ViT-{size}/{patch_size}", f"{image_size} px",
-                         lambda i=image_size, p=patch_size, w=width, h=heads: _vit(i, p, w, h)))
-    rows.append(("Swin-T", "224 px", SwinBackbone))
-    rows += [(variant, "224 px", lambda v=variant: T2TViTBackbone(v)) for variant in T2T_VIT_VARIANTS]
+        for name, variant in vits:
+            published = variant.published_m if patch_size == 16 else None
+            rows.append((f"{variant.title}/{patch_size}", f"{image_size} px", published,
+                         lambda n=name, i=image_size, p=patch_size: create_backbone(n, image_size=i, patch_size=p)))
+    rows += [(v.title, "224 px", v.published_m, lambda n=name: create_backbone(n))
+             for name, v in VARIANTS.items() if v.builder is not ViTBackbone]
     return rows
 
 
@@ -46,7 +36,7 @@ def main() -> None:
     print("| backbone | input | tokens for the SSL heads | params, no heads | + 1000-class head "
           "| head + frozen tensors | published | deviation |")
     print("|---|---|---|--:|--:|--:|--:|--:|")
-    for name, image, build in _rows():
+    for name, image, published, build in _rows():
         with torch.device("meta"):  # shapes only: counting needs no memory or initialisation
             model = build()
         params = sum(p.numel() for p in model.parameters())
@@ -55,13 +45,8 @@ def main() -> None:
         frozen = sum(t.numel() for n, t in model.state_dict().items() if n not in param_names)
         width = model.embed_dim
         with_head = params + width * 1000 + 1000
-        if isinstance(model, VisionTransformer):
-            side = model.patch_embed.grid_size[0]
-            tokens = f"CLS + {side}x{side} x {width}"
-        else:
-            cls = "CLS + " if model.has_cls_token else ""
-            tokens = f"{cls}{model.grid_size}x{model.grid_size} x {width}"
-        published = PUBLISHED_M.get(name)
+        cls = "CLS + " if model.has_cls_token else ""
+        tokens = f"{cls}{model.grid_size}x{model.grid_size} x {width}"
         if published is None:
             ref, dev = "-", "-"
         else:

@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -99,3 +100,22 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, **extra}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
     return env
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, on a machine without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_image(path: Path, size: int | tuple[int, int], colour=(200, 40, 90), mode: str = "RGB") -> Path:
+    """A one-colour image file (the dataset sources' fixtures)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = (size, size) if isinstance(size, int) else size
+    fill = colour if mode == "RGB" else colour[0]
+    Image.new(mode, size, fill).save(path)
+    return path

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
 from PIL import Image
+
+from conftest import TINY
 
 FAST = [o for o in TINY if not o.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
 
@@ -78,7 +79,10 @@ CASES = [
     ("monitor_mode", "train.py", ["task.monitor_mode=up"], "error: task: task.monitor_mode must be one of"),
     ("bad_image_policy", "train.py", ["data.on_bad_image=ignore"], "error: data: data.on_bad_image must be one of"),
     ("unknown_group_option", "train.py", ["backbone=vit_huge"], "In 'train': Could not find 'backbone/vit_huge'"),
-    ("unknown_task_key", "train.py", ["task.relatons=true"], "Could not override 'task.relatons'"),
+    ("unknown_task_key", "train.py", ["task.relatons=true"], "error: task.relatons is not a key of the task group; valid keys: name, supervised, relations,"),
+    ("added_task_key", "train.py", ["+task.relatons=true"], "error: task.relatons is not a key of the task group; valid keys: name, supervised, relations,"),
+    ("finetune_task_key", "train.py", ['finetune=["task=downstream","+task.relatons=true"]'], "error: finetune (second phase): task.relatons is not a key"),
+    ("finetune_val_fraction", "train.py", ['finetune=["task=downstream","data.val_fraction=1.5"]'], "error: finetune (second phase): data.val_fraction=1.5 is invalid"),
     ("malformed_override", "train.py", ["optimizer.lr=[1,"], "no viable alternative at input '[1,'"),
     ("pretrained_missing", "train.py", ["pretrained=/no/such/file.ckpt"], "error: pretrained='/no/such/file.ckpt' is invalid"),
     ("pretrained_empty", "train.py", ["pretrained={empty}"], "error: '{empty}' is empty (0 bytes)"),
@@ -101,6 +105,8 @@ CASES = [
      "error: dataset 'image_folder': 1 of the 13 train image files cannot be decoded"),
     ("one_image_per_class", "train.py", ["dataset=image_folder", "dataset.root={images_single}", "dataset.image_size=16", "dataset.patch_size=4", "data.batch_size=1"],
      "error: dataset 'image_folder': the validation split is empty"),
+    ("eval_ckpt_not_given", "evaluate.py", [], "error: ckpt_path has no value: pass ckpt_path=<value>"),
+    ("megapatch_side_one", "train.py", ["task=megapatch", "task.megapatch.side=1"], "error: task.megapatch.side=1 is invalid: an integer from 2"),
     ("eval_ckpt_missing", "evaluate.py", ["ckpt_path=/no/such.ckpt"], "error: checkpoint '/no/such.ckpt' does not exist"),
     ("eval_ckpt_empty", "evaluate.py", ["ckpt_path={empty}"], "error: '{empty}' is empty (0 bytes)"),
     ("eval_ckpt_truncated", "evaluate.py", ["ckpt_path={truncated}"], "error: '{truncated}' is truncated, corrupt or not a checkpoint"),

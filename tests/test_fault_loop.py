@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY
 
 from relvit.checkpoints import read_checkpoint
+
+from conftest import REPO, TINY
 
 # upstream: the per-patch augmentation, crops and dropout all draw random numbers
 EPOCHS = 4

@@ -86,6 +86,7 @@ class Plan:
     subprocess: bool = False  # launchers and process groups run as separate processes
     needs_gpu: bool = False  # without CUDA: exit 2 naming the missing GPU
     needs: str | None = None  # a program that must be on PATH (SLURM), else skipped
+    shell: str | None = None  # a shell command: run in "repo" (this checkout) or "new_git" (a fresh git repo)
     timeout: int = 300
 
 
@@ -95,6 +96,8 @@ PLANS: dict[str, Plan] = {
         *BUDGET, "backbone.embed_dim=36", "backbone.num_heads=3", 'finetune=["task=downstream","trainer.max_epochs=1"]']),
     "pip install -e '.[test,cluster,trackers]' && python -m pytest -q": Plan(),  # checked against .ci/run, below
     "pip install -e '.[trackers]'": Plan(budget=[]),  # its extras must exist, below
+    "pip install -e '.[dev]' && pre-commit install": Plan(budget=[], needs="pre-commit", shell="new_git"),
+    "pip install -e '.[test]' && ruff check . && mypy src/relvit": Plan(budget=[], shell="repo"),
     "python train.py 'logger=[tensorboard,wandb,mlflow]'": RUNS,
     "python train.py logger=wandb logger.wandb.project=my_project logger.wandb.offline=true": RUNS,
     "python -m relvit.export ckpt_path=<ckpt> out=exports/backbone": Plan(budget=[]),
@@ -154,7 +157,9 @@ def test_every_readme_command_has_a_plan():
 
 def test_the_readme_test_command_is_what_ci_runs():
     (install_and_test,) = [c for c in PLANS if "pytest" in c]
-    assert install_and_test in (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    install, test = (part.strip() for part in install_and_test.split("&&"))
+    assert install in ci and test in ci and ci.index(install) < ci.index(test)
 
 
 def test_every_python_example_is_tested():
@@ -236,7 +241,7 @@ def test_readme_command(command, world, cli, tmp_path, monkeypatch):
     if "pytest" in command:
         pytest.skip("the test run itself: .ci/run runs it (test_the_readme_test_command_is_what_ci_runs)")
     if plan.needs and not shutil.which(plan.needs):
-        pytest.skip(f"needs {plan.needs} (SLURM), which this machine lacks")
+        pytest.skip(f"needs {plan.needs}, which this machine lacks")
     expect = plan.expect
     if plan.needs_gpu and not HAS_CUDA:
         expect = 1 if command.startswith("torchrun") else 2  # torchrun reports a failed rank with 1
@@ -246,12 +251,24 @@ def test_readme_command(command, world, cli, tmp_path, monkeypatch):
     if "dataset=cifar10" in command:
         _stage_cifar(tmp_path, world)
     line = placeholders(command, world)
-    if line.startswith("pip install") and "&&" not in line:
-        extras = re.fullmatch(r"pip install -e '\.\[([a-z,]+)\]'", line).group(1).split(",")
-        assert set(extras) <= set(_extras()), f"{line}: pyproject.toml has no extra {sorted(set(extras) - set(_extras()))}"
-        return
     if line.startswith("pip install"):
-        line = line.split("&&", 1)[1].strip()  # CI installed the project already
+        install, _, line = (part.strip() for part in line.partition("&&"))
+        extras = re.fullmatch(r"pip install -e (?:\.|'\.\[([a-z,]+)\]')", install).group(1) or ""
+        missing = set(filter(None, extras.split(","))) - set(_extras())
+        assert not missing, f"{install}: pyproject.toml has no extra {sorted(missing)}"
+        if not line:
+            return  # CI installed the project already; what remains is the install line's extras
+    if plan.shell:
+        cwd = REPO
+        if plan.shell == "new_git":
+            subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+            shutil.copy(REPO / ".pre-commit-config.yaml", tmp_path)
+            cwd = tmp_path
+        code, out, err = _shell(line, cwd)
+        assert code == plan.expect, f"{line}\nexit {code}\n{out[-2000:]}{err[-2000:]}"
+        if plan.shell == "new_git":
+            assert (tmp_path / ".git" / "hooks" / "pre-commit").is_file()
+        return
     if line.startswith("mkdir"):
         code, out, err = _shell(line, tmp_path)
         assert code == 0, err

@@ -11,11 +11,12 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, TINY, compose_config
 
 from relvit.checkpoints import read_checkpoint
 from relvit.run_files import OutputDirError, SaveError, atomic_write, claim_run_dir
 from relvit.training import train
+
+from conftest import REPO, TINY, compose_config
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-from omegaconf import open_dict
 
 from relvit.checkpoints import UnsafeCheckpointError, load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import ConfigError

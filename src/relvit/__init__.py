@@ -1,3 +1,17 @@
 """RelViT: self-supervised Vision Transformers that learn where patches lie."""
+from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
+
+
+def _backbone_size(name: str, key: str) -> object:
+    # imported on first use: the registry imports torch and timm, which ``import relvit`` should not
+    from relvit.backbones.registry import backbone_size
+
+    value = backbone_size(name, key)
+    # a list node, like one written in the YAML file (OmegaConf.is_list holds for it)
+    return OmegaConf.create(value) if isinstance(value, list) else value
+
+
+# conf/backbone/*.yaml read their sizes from the registry: ${backbone_size:<name>,<key>}
+OmegaConf.register_new_resolver("backbone_size", _backbone_size, replace=True)

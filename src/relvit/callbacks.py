@@ -1,6 +1,8 @@
 """Callbacks that show what the encoder learned: position-embedding similarity and patch filters."""
 from __future__ import annotations
 
+from typing import cast
+
 import lightning as L
 import numpy as np
 import torch
@@ -8,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from relvit.backbones.base import TokenBackbone
 from relvit.trackers import keeps_images, write_image
 
 #: Anchor colours of the viridis colour map, from low to high.
@@ -83,7 +86,7 @@ class EmbeddingImages(L.Callback):
         loggers = [lg for lg in trainer.loggers if keeps_images(lg)]
         if not loggers:
             return
-        backbone = pl_module.backbone
+        backbone = cast(TokenBackbone, pl_module.backbone)
         sources = {}
         pos = backbone.position_embeddings()
         task = getattr(pl_module, "task", None)

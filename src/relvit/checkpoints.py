@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from relvit.errors import ConfigError, UserError
+from relvit.errors import ConfigError, MissingFileError, UserError
 from relvit.weight_resampling import CannotResample, resample
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint or weight file as plain containers and tensors (``weights_only``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise MissingFileError(f"checkpoint {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise CorruptCheckpointError(f"{str(path)!r} is empty (0 bytes): not a checkpoint; was its save interrupted?")
     if path.suffix == ".safetensors":

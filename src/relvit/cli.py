@@ -7,23 +7,22 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from relvit.config_checks import check_config
 from relvit.errors import ConfigError, RunFailed, UserError
 from relvit.guards import RunInterrupted
 from relvit.saved_config import rebuild, resume_config
+from relvit.task import check_task_overrides
 
 log = logging.getLogger("relvit")
 
-USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, MissingMandatoryValue)
 #: Exit codes: bad input before work, a run that failed, and 128 + the signal for a stopped run.
 EXIT_USER_ERROR, EXIT_RUN_FAILED = 2, 1
 _task_started = False
@@ -39,7 +38,7 @@ def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
         _task_started = True
         try:
             return fn(cfg)
-        except USER_ERRORS as err:
+        except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             if _in_sweep():
                 raise  # Hydra records the job as failed and the sweep goes on (SystemExit would end it)
@@ -85,6 +84,11 @@ def run_main(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function so that Hydra's own errors about the command line (an unknown
     option of a group, a malformed override) exit with the user-error code, like every other bad input."""
     try:
+        check_task_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    try:
         main()
     except SystemExit as exit_:
         if exit_.code == 1 and not _task_started:
@@ -125,7 +129,7 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
 
     Both phases are composed and checked before the first one trains.
     """
-    from relvit.training import train
+    from relvit.training import build_group, train
 
     log_lightning_once()
     check_config(cfg)
@@ -141,7 +145,9 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
         second_overrides = overrides
         try:
             # pretrained is the first phase's best checkpoint, which does not exist yet
-            check_config(_second_phase_config(cfg, [*overrides, "pretrained=null"], resumed))
+            second_cfg = _second_phase_config(cfg, [*overrides, "pretrained=null"], resumed)
+            check_config(second_cfg)
+            build_group(second_cfg, "data")  # the data module checks its own values (it loads nothing yet)
         except ConfigCompositionException as err:
             raise ConfigError(f"finetune={list(cfg.finetune)} is invalid: {err}") from None
         except ConfigError as err:
@@ -164,7 +170,8 @@ def _second_phase_config(first: DictConfig, overrides: list[str], resumed: bool)
     composed = compose(config_name=HydraConfig.get().job.config_name, overrides=overrides)
     if not resumed:
         return composed
-    second = rebuild(OmegaConf.to_container(first), composed, overrides)
+    saved = cast(dict[str, Any], OmegaConf.to_container(first))
+    second = rebuild(saved, composed, overrides)
     second.resume = None
     second.extend_to_epochs = None
     return second

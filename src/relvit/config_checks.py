@@ -25,13 +25,24 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first value that cannot work (keys absent from cfg are skipped)."""
-    get = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+def require_values(cfg: DictConfig) -> None:
+    """Refuse a config in which a mandatory value (``???``) was left unset."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     if missing:
         hint = " (the upstream checkpoint to start from)" if "pretrained" in missing else ""
         raise ConfigError(f"{missing[0]} has no value{hint}: pass {missing[0]}=<value> on the command line")
+
+
+def check_config(cfg: DictConfig) -> TaskSpec:
+    """Raise ConfigError on the first value that cannot work (keys absent from cfg are skipped).
+
+    Each rule is checked once: the rules that span groups (image, patch and grid sizes, the
+    mega-patch side, resume against pretrained) live here; a rule of one value lives either here or
+    in the constructor that takes the value (data.val_fraction in the data module, data.on_bad_image,
+    the backbone's options), never both. Returns the parsed task node.
+    """
+    get = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+    require_values(cfg)
     ds = cfg.dataset
     _require(isinstance(ds.image_size, int) and ds.image_size > 0, "dataset.image_size", ds.image_size, "a positive integer")
     _require(isinstance(ds.patch_size, int) and ds.patch_size > 0, "dataset.patch_size", ds.patch_size, "a positive integer")
@@ -76,13 +87,6 @@ def check_config(cfg: DictConfig) -> None:
         value = get(key)
         if value is not None:
             _require(_is_number(value) and 0.0 <= value < 1.0, key, value, "a rate in [0, 1)")
-    _require(_is_number(cfg.data.val_fraction), "data.val_fraction", cfg.data.val_fraction, "a fraction in [0, 1)")
-    if cfg.data.get("select_on") == "test":  # nothing is held out: the test split selects
-        _require(0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a fraction in [0, 1)")
-    else:
-        _require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
-                 f"a fraction strictly between 0 and 1 with data.select_on={cfg.data.get('select_on')} "
-                 "(0, training on the whole split, needs data.select_on=test)")
     lr = get("optimizer.lr")
     if lr is not None:
         _require(_is_number(lr) and lr > 0, "optimizer.lr", lr, "a positive, finite learning rate such as 5e-4")
@@ -98,7 +102,9 @@ def check_config(cfg: DictConfig) -> None:
         _require(isinstance(side, int) and 2 <= side <= cells, "task.megapatch.side", side,
                  f"an integer from 2 to the patch grid side {cells} ({ds.image_size} px images, {ds.patch_size} px patches)")
     try:
-        TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+        task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"task: {err}") from None
     pretrained = get("pretrained")
@@ -121,3 +127,17 @@ def check_config(cfg: DictConfig) -> None:
     if finetune is not None:
         ok = OmegaConf.is_list(finetune) and all(isinstance(x, str) and "=" in x for x in finetune)
         _require(ok, "finetune", finetune, "null or a list of overrides like [task=downstream, trainer.max_epochs=10]")
+    return task
+
+
+def check_token_grid(cfg: DictConfig, grid_size: int) -> None:
+    """The built backbone's SSL token grid (``grid_size`` a side) must be the patch grid the model
+    sees: image_size / patch_size cells a side, or the mega-patch side when the task tiles."""
+    megapatch = cfg.task.get("megapatch")
+    cells = megapatch.side if megapatch else cfg.dataset.image_size // cfg.dataset.patch_size
+    if grid_size != cells:
+        raise ConfigError(
+            f"dataset.patch_size={cfg.dataset.patch_size} is invalid for this backbone: the model sees "
+            f"{cells} x {cells} patches, but the backbone's SSL token grid is {grid_size} x {grid_size}; "
+            f"use dataset.patch_size={cfg.dataset.image_size // grid_size}"
+        )

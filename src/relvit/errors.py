@@ -1,6 +1,7 @@
 """The errors a user meets: each becomes one message and an exit code, never a traceback.
 
-``UserError``: bad input (config, files, data), found before work starts; exit code 2.
+``UserError``: bad input (config, files, data), found before work starts; exit code 2. train.py and
+evaluate.py catch this class alone, so every user error derives from it.
 ``RunFailed``: a run that started but could not finish truly (non-finite loss, failed save); exit code 1.
 """
 from __future__ import annotations
@@ -12,6 +13,14 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config value is invalid; the message names the key, the value and what is valid."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class WouldOverwriteError(UserError, FileExistsError):
+    """The step would overwrite something already there; nothing was changed."""
 
 
 class RunFailed(RuntimeError):

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from relvit.checkpoints import read_checkpoint, state_dict_of
+from relvit.config_checks import require_values
 from relvit.errors import ConfigError
 from relvit.run_files import claim_run_dir, write_hydra_files, write_json
 from relvit.saved_config import rebuild, saved_run_config
@@ -22,6 +23,7 @@ VALID_SPLITS = ("val", "test")
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.splits``; ``overrides`` are the command line's (by default
     read from Hydra) and pick which keys of ``cfg`` replace the saved ones."""
+    require_values(cfg)
     bad = [s for s in cfg.splits if s not in VALID_SPLITS]
     if bad:
         raise ConfigError(f"splits={list(cfg.splits)} is invalid: each split must be one of {VALID_SPLITS}")

@@ -5,7 +5,7 @@ import logging
 import random
 import signal
 import threading
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -160,7 +160,7 @@ class RandomState(L.Callback):
 
 def _numpy_state_as_tensors() -> tuple:
     # weights-only loading reads tensors, not NumPy arrays
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
 
 

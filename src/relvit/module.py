@@ -1,7 +1,7 @@
 """The Lightning module shared by every task: backbone, enabled heads, summed losses, metrics."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import lightning as L
 import torch
@@ -33,6 +33,12 @@ class RelViTModule(L.LightningModule):
     loss and accuracy (``rel_*``, ``pos_*``, ``dist_loss``, ``angle_loss``, ``clf_loss`` and
     ``acc`` for classification, ``probe_*`` for the online linear probe of upstream runs).
     """
+
+    # targets on the G x G grid (buffers): relations and distances, angles [N, N]; positions [N]
+    rel_target: torch.Tensor
+    pos_target: torch.Tensor
+    dist_target: torch.Tensor
+    angle_target: torch.Tensor
 
     def __init__(
         self,
@@ -84,6 +90,7 @@ class RelViTModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits [B, C] of normalised images [B, 3, H, W] (supervised tasks)."""
         cls, patches = self.backbone(images, add_pos_embed=self.task.add_pos_embed)
+        assert self.classifier is not None, "class logits need a supervised task"
         return self.classifier(cls, patches)
 
     def shuffle_patches(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +180,9 @@ class RelViTModule(L.LightningModule):
             name = f"{split}_{key}"
             if name not in self.eval_means:
                 self.eval_means[name] = MeanMetric().to(self.device)
-            self.eval_means[name].update(value.detach(), weight=batch_size)
-            self.log(f"{split}/{key}", self.eval_means[name], on_step=False, on_epoch=True, prog_bar=key == "loss",
+            metric = cast(MeanMetric, self.eval_means[name])
+            metric.update(value.detach(), weight=batch_size)
+            self.log(f"{split}/{key}", metric, on_step=False, on_epoch=True, prog_bar=key == "loss",
                      metric_attribute=f"eval_means.{name}")
 
     def training_step(self, batch, batch_idx):
@@ -188,7 +196,8 @@ class RelViTModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue

@@ -1,12 +1,19 @@
 """What a training task asks of the model: which targets and heads, and how its runs are judged."""
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from relvit.errors import ConfigError
+from relvit.heads import ClassifierHead
+
 TASK_NAMES = ("upstream", "downstream", "joint", "megapatch")
 MONITOR_MODES = ("min", "max")
-CLASSIFIER_POOLS = ("auto", "cls", "mean", "flatten")
+CLASSIFIER_POOLS = ("auto", *ClassifierHead.POOLS)
+#: Keys of the task node that configure other parts (built by the data module), not the TaskSpec.
+OTHER_PARTS = ("megapatch", "patch_augment")
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,10 @@ class TaskSpec:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TaskSpec":
-        """Build from the ``task`` node, ignoring keys that configure other parts (patch_augment)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in dict(cfg).items() if k in known})
+        """Build from the ``task`` node; a key that is neither a field nor one of OTHER_PARTS is refused."""
+        own = {f.name for f in fields(cls)}
+        check_task_keys(dict(cfg))
+        return cls(**{k: v for k, v in dict(cfg).items() if k in own})
 
     def __post_init__(self):
         if self.name not in TASK_NAMES:
@@ -53,3 +61,26 @@ class TaskSpec:
             raise ValueError(f"task.relation_loss_dropout must lie in [0, 1), got {self.relation_loss_dropout}")
         if self.freeze_backbone and not self.supervised:
             raise ValueError("task.freeze_backbone=true trains nothing without a supervised head (set task.supervised=true)")
+
+
+def task_keys() -> tuple[str, ...]:
+    """Every key the task group may hold."""
+    return (*(f.name for f in fields(TaskSpec)), *OTHER_PARTS)
+
+
+def check_task_keys(keys: Iterable[str]) -> None:
+    """Refuse a key the task group does not have (a misspelt key would otherwise be dropped)."""
+    valid = task_keys()
+    for key in keys:
+        if key not in valid:
+            raise ConfigError(f"task.{key} is not a key of the task group; valid keys: {', '.join(valid)}")
+
+
+#: An override of a task key on the command line: task.<key>=..., +task.<key>=..., ~task.<key>
+_TASK_OVERRIDE = re.compile(r"^(?:\+\+|\+|~)?task\.([^.=~]+)")
+
+
+def check_task_overrides(args: Iterable[str]) -> None:
+    """Check the task keys named on the command line before Hydra composes (its own message for a
+    missing key does not list the valid ones)."""
+    check_task_keys(m.group(1) for m in map(_TASK_OVERRIDE.match, args) if m)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.errors import InstantiationException
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import check_config
+from relvit.config_checks import check_config, check_token_grid
 from relvit.console import check_console, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
@@ -31,7 +32,6 @@ from relvit.run_files import (
     write_text,
 )
 from relvit.schedules import StretchSchedule
-from relvit.task import TaskSpec
 from relvit.trackers import check_trackers, finish_trackers
 
 log = logging.getLogger(__name__)
@@ -66,22 +66,13 @@ def build_group(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 
 def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     """Check the config, then build and set up data and model (data problems surface here)."""
-    check_config(cfg)
+    task = check_config(cfg)
     megapatch = cfg.task.get("megapatch")
-    if megapatch:
-        # the model sees the tiled image: side x side patches
-        cells = megapatch.side
+    if megapatch:  # the model sees the tiled image: side x side patches
         backbone = build_group(cfg, "backbone", image_size=megapatch.side * cfg.dataset.patch_size)
     else:
-        cells = cfg.dataset.image_size // cfg.dataset.patch_size
         backbone = build_group(cfg, "backbone")
-    if backbone.grid_size != cells:
-        raise ConfigError(
-            f"dataset.patch_size={cfg.dataset.patch_size} is invalid for this backbone: the model sees "
-            f"{cells} x {cells} patches, but the backbone's SSL "
-            f"token grid is {backbone.grid_size} x {backbone.grid_size}; use "
-            f"dataset.patch_size={cfg.dataset.image_size // backbone.grid_size}"
-        )
+    check_token_grid(cfg, backbone.grid_size)
     datamodule: RelViTDataModule = build_group(cfg, "data")
     try:
         datamodule.prepare_data()
@@ -96,17 +87,17 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
         )
     module = RelViTModule(
         backbone=backbone,
-        task=TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True)),
+        task=task,
         num_classes=datamodule.num_classes,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
         # saved unresolved, so that paths and interpolations follow the evaluating run's overrides
-        run_config=run_config if run_config is not None else OmegaConf.to_container(cfg, resolve=False),
+        run_config=run_config if run_config is not None else cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False)),
     )
     return Run(cfg, datamodule, module)
 
 
-def make_trainer(cfg: DictConfig, guards: list[L.Callback] = ()) -> L.Trainer:
+def make_trainer(cfg: DictConfig, guards: Sequence[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
     progress, bar = progress_bar(cfg)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar
@@ -187,22 +178,23 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
         guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
         trainer = make_trainer(cfg, guards)
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
         if checkpoint is None and not debug:  # found before training, not after it
             raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
         if checkpoint is not None and checkpoint.dirpath:
-            trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))
+            trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))  # type: ignore[attr-defined]
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
         if debug:
             metrics = evaluate_splits(trainer, run, ["val", "test"])
             print(f"\ndebug run (one batch of each split, nothing saved):\n{format_table(metrics)}\n", flush=True)
             return {"task": cfg.task.name, "output_dir": str(output_dir), "monitor": cfg.task.monitor, **metrics}
+        assert checkpoint is not None  # refused above when not debugging
         best = checkpoint.best_model_path or checkpoint.last_model_path
         if not best or not Path(best).is_file():
             raise SaveError(f"training ended without a checkpoint in {checkpoint.dirpath}")
         stop.raise_if_asked(f"after training (epoch {trainer.current_epoch})", checkpoint.last_model_path or None)
         restore_weights(run.module, best)
-        metrics: dict[str, Any] = evaluate_splits(trainer, run, ["val", "test"])
+        metrics = evaluate_splits(trainer, run, ["val", "test"])
     summary = {"task": cfg.task.name, "best_checkpoint": str(best), "output_dir": str(output_dir),
                "monitor": cfg.task.monitor, **metrics}
     if not trainer.is_global_zero:

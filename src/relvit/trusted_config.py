@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,6 +61,6 @@ def check_trusted(config: Any, source: str) -> None:
 def trusted_resolved(cfg: DictConfig, source: str) -> DictConfig:
     """``cfg`` resolved (so interpolations such as ``oc.decode`` cannot produce a node after the check)
     and checked: the config that is safe to instantiate."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     check_trusted(resolved, source)
     return OmegaConf.create(resolved)

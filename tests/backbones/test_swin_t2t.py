@@ -5,14 +5,13 @@ import pytest
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
-from relvit.backbones.swin import PUBLISHED_PARAMS_M as SWIN_PUBLISHED
+from relvit.backbones.registry import VARIANTS, create_backbone
 from relvit.backbones.swin import SwinBackbone
-from relvit.backbones.t2t_vit import PUBLISHED_PARAMS_M as T2T_PUBLISHED
 from relvit.backbones.t2t_vit import T2T_VIT_VARIANTS, T2TViTBackbone
 
 # Published sizes with a 1000-class head, in millions, at the precision they were published:
 # T2T-ViT paper (ICCV 2021) Table; Swin-T from timm's model card (the Swin paper rounds to 28M).
-PUBLISHED_M = {**T2T_PUBLISHED, "swin_t": SWIN_PUBLISHED}
+PUBLISHED_M = {name: v.published_m for name, v in VARIANTS.items()}
 # Trainable parameters with a 1000-class head that an independent port of the official code
 # measured (timm pull request #2426), in millions to four places.
 REFERENCE_TRAINABLE_M = {
@@ -48,7 +47,7 @@ def images() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def swin() -> SwinBackbone:
     torch.manual_seed(0)
-    return SwinBackbone().eval()
+    return create_backbone("swin_tiny").eval()
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +131,7 @@ def test_image_sizes_the_backbones_cannot_tile_are_rejected(t2t_performer):
     with pytest.raises(ValueError, match="divisible by 16"):
         T2TViTBackbone("t2t_vit_7", image_size=200)
     with pytest.raises(ValueError, match="divisible by 32"):
-        SwinBackbone(image_size=200)
+        create_backbone("swin_tiny", image_size=200)
     with pytest.raises(ValueError, match="224 px"):
         t2t_performer(torch.randn(1, 3, 192, 192))
 
@@ -155,13 +154,13 @@ def test_every_t2t_variant_has_the_published_size():
 def test_swin_t_has_the_published_size(swin):
     total = sum(p.numel() for p in swin.parameters()) + _head_params(swin.embed_dim)
     assert total == 28_288_354
-    assert abs(total - PUBLISHED_M["swin_t"] * 1e6) <= 0.005 * PUBLISHED_M["swin_t"] * 1e6
+    assert abs(total - PUBLISHED_M["swin_tiny"] * 1e6) <= 0.005 * PUBLISHED_M["swin_tiny"] * 1e6
 
 
 def test_swin_loads_timm_checkpoint_names():
     torch.manual_seed(1)
     published = SwinTransformer(num_classes=1000).state_dict()  # timm's swin_tiny_patch4_window7_224 names
-    ours = _load_strict(SwinBackbone, SwinBackbone.remap_state_dict(published))
+    ours = _load_strict(lambda: create_backbone("swin_tiny"), SwinBackbone.remap_state_dict(published))
     for name in ("patch_embed.proj.weight", "layers.2.blocks.5.attn.relative_position_bias_table",
                  "layers.3.downsample.reduction.weight", "norm.bias"):
         assert torch.equal(ours[f"swin.{name}"], published[name])
@@ -179,7 +178,7 @@ def test_swin_loads_microsoft_checkpoint_layout():
         published[name.replace("head.fc.", "head.")] = value
     published["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
     published["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
-    ours = _load_strict(SwinBackbone, SwinBackbone.remap_state_dict(published))
+    ours = _load_strict(lambda: create_backbone("swin_tiny"), SwinBackbone.remap_state_dict(published))
     assert torch.equal(ours["swin.layers.1.downsample.reduction.weight"], published["layers.0.downsample.reduction.weight"])
     assert torch.equal(ours["swin.layers.3.downsample.norm.weight"], published["layers.2.downsample.norm.weight"])
 

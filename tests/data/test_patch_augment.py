@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
-import torchvision.transforms.v2 as T
 import torchvision.transforms.functional as TF1
+import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 
 from relvit.data.patch_augment import (
@@ -16,7 +16,7 @@ from relvit.data.patch_augment import (
     adjust_hue,
     adjust_tone,
     color_jitter,
-    crop_resize,
+    crop_resize_tlhw,
     parse_ops,
     to_grayscale,
 )
@@ -51,7 +51,7 @@ def test_crop_resize_matches_torchvision_resized_crop(crop, size):
     x = random_patches(48, size)
     aug = PatchAugment(size, ops="", crop=crop)
     boxes = aug.sample_params(48, 1, 1, generator=torch.Generator().manual_seed(1)).crop_box
-    ours = crop_resize(x, boxes)
+    ours = crop_resize_tlhw(x, boxes)
     ref = [TF.resized_crop(p, *box.tolist(), size=[size, size], antialias=True) for p, box in zip(x, boxes)]
     assert max_diff(ours, ref) <= TOL
 
@@ -60,8 +60,8 @@ def test_crop_resize_handles_unequal_sides_and_whole_patch():
     x = random_patches(3, 8)
     boxes = torch.tensor([[1, 2, 5, 6], [0, 0, 8, 8], [3, 1, 5, 7]])
     ref = [TF.resized_crop(p, *box.tolist(), size=[8, 8], antialias=True) for p, box in zip(x, boxes)]
-    assert max_diff(crop_resize(x, boxes), ref) <= TOL
-    assert torch.allclose(crop_resize(x[1:2], boxes[1:2]), x[1:2], atol=TOL)
+    assert max_diff(crop_resize_tlhw(x, boxes), ref) <= TOL
+    assert torch.allclose(crop_resize_tlhw(x[1:2], boxes[1:2]), x[1:2], atol=TOL)
 
 
 @pytest.mark.parametrize("op", [0, 1, 2])
@@ -228,7 +228,7 @@ def test_same_generator_seed_same_output():
     assert not torch.equal(first, aug(images, torch.Generator().manual_seed(14)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_matches_cpu_with_the_same_params():
     aug = PatchAugment(4, "colJitter:0.8-grayScale:0.2-randomNoise:0.2", crop="centCrop")
     images = torch.rand(4, 3, 32, 32)

@@ -1,6 +1,5 @@
 """The in-memory path (batched, on the device) and the streaming path (torchvision, in workers) feed
 the model the same inputs: identical at evaluation, the same distribution in training."""
-import numpy as np
 import pytest
 import torch
 from PIL import Image

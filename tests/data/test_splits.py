@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from relvit.data.splits import stratified_split
 from relvit.data.sources.digits import DigitsSource
+from relvit.data.splits import stratified_split
 
 
 def test_split_is_disjoint_complete_stratified_and_fixed():

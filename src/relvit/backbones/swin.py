@@ -1,4 +1,4 @@
-"""Swin Transformer backbone on timm's SwinTransformer (Swin-T by default)."""
+"""Swin Transformer backbone on timm's SwinTransformer (its sizes: the backbone registry)."""
 from __future__ import annotations
 
 import re
@@ -18,7 +18,7 @@ _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 class SwinBackbone(TokenBackbone):
     """timm SwinTransformer; the SSL heads see the last stage's tokens after the final norm.
 
-    With the Swin-T defaults at 224 px those are 7 x 7 tokens of width 8 * ``embed_dim`` = 768.
+    With Swin-T's sizes at 224 px those are 7 x 7 tokens of width 8 * ``embed_dim`` = 768.
     There is no CLS token: a classifier mean-pools the tokens. Swin encodes position only
     through the relative position bias inside its windows, so there is no absolute position
     embedding and ``add_pos_embed`` changes nothing.
@@ -29,10 +29,11 @@ class SwinBackbone(TokenBackbone):
     def __init__(
         self,
         image_size: int = 224,
-        embed_dim: int = 96,
-        depths: tuple[int, ...] = (2, 2, 6, 2),
-        num_heads: tuple[int, ...] = (3, 6, 12, 24),
-        window_size: int = 7,
+        *,
+        embed_dim: int,
+        depths: tuple[int, ...],
+        num_heads: tuple[int, ...],
+        window_size: int,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,

@@ -56,6 +56,8 @@ class TokenPerformer(nn.Module):
     The input and output widths differ, so the value tokens carry the residual.
     """
 
+    w: torch.Tensor  # [m, token_dim] random features (a buffer)
+
     def __init__(self, dim: int, token_dim: int, kernel_ratio: float = 0.5):
         super().__init__()
         self.token_dim = token_dim
@@ -149,6 +151,8 @@ class T2TViTBackbone(TokenBackbone):
     ``add_pos_embed=False`` leaves it out. The ViT blocks use timm's attention scale
     head_dim ** -0.5, as the original does when it trains from scratch.
     """
+
+    pos_embed: torch.Tensor  # [1, 1 + N, D] fixed sinusoid (a buffer)
 
     def __init__(
         self,

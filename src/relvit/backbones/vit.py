@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from relvit.backbones.base import TokenBackbone
 
@@ -56,8 +56,6 @@ class ViTBackbone(TokenBackbone):
         cls_token_std: float = 1e-6,
     ):
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
         if attention_mask not in ATTENTION_MASKS:
             raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, got {attention_mask!r}")
         if position_embedding not in POSITION_EMBEDDINGS:
@@ -83,13 +81,13 @@ class ViTBackbone(TokenBackbone):
             fc_norm=False,  # timm's pooled-feature norm: forward never reaches it (the heads pool)
             num_classes=0,
         )
-        if class_token:
+        if self.vit.cls_token is not None:  # timm builds it for class_token=True
             nn.init.trunc_normal_(self.vit.cls_token, std=cls_token_std)
         self.embed_dim = embed_dim
         self.grid_size = image_size // patch_size
         self.has_cls_token = class_token
         self.attention_mask = attention_mask
-        if position_embedding == "sincos":
+        if position_embedding == "sincos" and self.vit.pos_embed is not None:
             prefix = torch.zeros(1 if class_token else 0, embed_dim)
             fixed = torch.cat((prefix, sincos_position_embedding(self.grid_size, embed_dim)))
             self.vit.pos_embed.data.copy_(fixed[None])
@@ -108,9 +106,9 @@ class ViTBackbone(TokenBackbone):
         """images [B, 3, H, W] -> (cls [B, D] or None, patches [B, N, D])."""
         vit = self.vit
         x = vit.patch_embed(images)  # [B, N, D]
-        if self.has_cls_token:
+        if vit.cls_token is not None:
             x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # [B, 1 + N, D]
-        if add_pos_embed:
+        if add_pos_embed and vit.pos_embed is not None:
             x = x + vit.pos_embed
         x = vit.norm_pre(vit.pos_drop(x))
         mask = self._mask(x.shape[1], x.device)
@@ -121,8 +119,9 @@ class ViTBackbone(TokenBackbone):
             return x[:, 0], x[:, 1:]
         return None, x
 
-    def position_embeddings(self) -> torch.Tensor:
-        return self.vit.pos_embed[0, 1 if self.has_cls_token else 0 :]
+    def position_embeddings(self) -> torch.Tensor | None:
+        pos = self.vit.pos_embed
+        return None if pos is None else pos[0, 1 if self.has_cls_token else 0 :]
 
     def patch_embedding_filters(self) -> torch.Tensor:
         return self.vit.patch_embed.proj.weight

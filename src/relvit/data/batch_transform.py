@@ -16,6 +16,9 @@ class BatchTransform(nn.Module):
     (the original's order) comes after the normalisation instead, which then precedes the tiling.
     """
 
+    mean: torch.Tensor  # [1, 3, 1, 1] (buffers)
+    std: torch.Tensor
+
     def __init__(self, image_augment: BatchImageAugment, mean, std, patch_augment: nn.Module | None = None, megapatch: nn.Module | None = None):
         super().__init__()
         self.image_augment = image_augment

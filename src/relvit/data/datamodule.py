@@ -64,6 +64,7 @@ class RelViTDataModule(L.LightningDataModule):
         super().__init__()
         if select_on not in MODEL_SELECTION_SPLITS:
             raise ValueError(f"data.select_on must be one of {MODEL_SELECTION_SPLITS}, got {select_on!r}")
+        _check_val_fraction(val_fraction, select_on)
         self.source = source
         self.image_size = image_size
         self.image_augment = BatchImageAugment(image_size, train_transform, eval_transform, crop_padding, hflip)
@@ -112,7 +113,7 @@ class RelViTDataModule(L.LightningDataModule):
                 f"the validation split is empty ({len(train)} training images, data.val_fraction={self.val_fraction} "
                 "holds one image out only from classes with two or more): add images or give the dataset a val/ folder"
             )
-        self.splits = {"train": train, "val": val}
+        self.splits = {"train": train} if val is None else {"train": train, "val": val}
         if "test" in self.source.splits:
             self.splits["test"] = self._checked("test", self.source.load("test"))
         # evaluation splits in a fixed mixed order: sources list files class by class, and a partial
@@ -159,6 +160,7 @@ class RelViTDataModule(L.LightningDataModule):
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        dataset: TensorImageDataset | FileImageDataset
         if isinstance(data, InMemorySplit):
             if self.in_memory_on_device:
                 return self._device_loader(data, batch_size, train, rank, world)
@@ -186,7 +188,7 @@ class RelViTDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         epoch = (lambda: trainer.current_epoch) if trainer is not None else None
         n = len(data)
-        index = train_shard(n, rank, world, self.seed) if train else torch.as_tensor(eval_shard(n, rank, world))
+        index: torch.Tensor | None = train_shard(n, rank, world, self.seed) if train else torch.as_tensor(eval_shard(n, rank, world))
         if world == 1:
             index = None
         images, labels = (data.images, data.labels) if index is None else (data.images[index], data.labels[index])
@@ -196,7 +198,7 @@ class RelViTDataModule(L.LightningDataModule):
                              f"each of the {world} processes holds: use data.batch_size={n // world} or less")
         # each rank shuffles its shard with a seed of its own, the same in every run
         # batches of this epoch the trainer has taken (counted before on_train_batch_end saves)
-        position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None
+        position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None  # type: ignore[attr-defined]
         return InMemoryLoader(images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed + 1_000_003 * rank,
                               drop_last=train and self.drop_last, epoch=epoch, num_batches=batches, position=position)
 
@@ -226,3 +228,16 @@ def _take(split: InMemorySplit | FileSplit, index: torch.Tensor) -> InMemorySpli
     if isinstance(split, InMemorySplit):
         return InMemorySplit(split.images[index], split.labels[index])
     return FileSplit([split.paths[i] for i in index.tolist()], split.labels[index])
+
+
+def _check_val_fraction(fraction: float, select_on: str) -> None:
+    """``data.val_fraction`` must hold something out unless the test split selects (then 0 is allowed)."""
+    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+    held_out = select_on != "test"
+    if number and (0.0 < fraction < 1.0 if held_out else 0.0 <= fraction < 1.0):
+        return
+    valid = "a fraction in [0, 1)"
+    if number and held_out:
+        valid = (f"a fraction strictly between 0 and 1 with data.select_on={select_on} "
+                 "(0, training on the whole split, needs data.select_on=test)")
+    raise ConfigError(f"data.val_fraction={fraction!r} is invalid: {valid}")

@@ -16,7 +16,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from relvit.errors import UserError
+from relvit.errors import MissingFileError, UserError, WouldOverwriteError
 from relvit.progress import Progress, progress
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,6 @@ class DownloadError(UserError, RuntimeError):
 
 class UnsafeArchiveError(UserError, ValueError):
     """An archive holds a member that would be written outside the extraction folder."""
-
-
-def file_md5(path: str | os.PathLike) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_file(url: str, dest: str | os.PathLike, *, md5: str | None = None, size: int | None = None,
@@ -94,7 +86,8 @@ def extract_archive(archive: str | os.PathLike, into: str | os.PathLike) -> list
     """
     archive, into = Path(archive), Path(into)
     if not archive.is_file():
-        raise FileNotFoundError(f"archive {archive} does not exist")
+        raise MissingFileError(f"archive {archive} does not exist")
+    opener: type[_ZipReader] | type[_TarReader]
     if zipfile.is_zipfile(archive):
         opener = _ZipReader
     elif tarfile.is_tarfile(archive):
@@ -107,7 +100,7 @@ def extract_archive(archive: str | os.PathLike, into: str | os.PathLike) -> list
         into.mkdir(parents=True, exist_ok=True)
         clashes = sorted(name for name in top_level if (into / name).exists() or (into / name).is_symlink())
         if clashes:
-            raise FileExistsError(
+            raise WouldOverwriteError(
                 f"cannot extract {archive} into {into}: {', '.join(clashes)} already exist there; "
                 "remove them to extract again"
             )

@@ -88,7 +88,7 @@ def random_resized_boxes(
     return torch.stack((left, top, left + w, top + h), dim=1)
 
 
-def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def crop_resize_xyxy(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Cut one box [x1, y1, x2, y2] (pixel edges) out of every image and resize it bilinearly to
     size x size, averaging over the source pixels each output pixel covers when shrinking.
     images float [B, C, H, W], boxes [B, 4] -> [B, C, size, size]."""
@@ -116,7 +116,7 @@ class BatchImageAugment(torch.nn.Module):
         if train:
             if self.train_transform == "resized_crop_flip":
                 boxes = random_resized_boxes(images.shape[0], images.shape[-2], images.shape[-1], generator=generator, device=images.device)
-                images = crop_resize(images, boxes, self.image_size)
+                images = crop_resize_xyxy(images, boxes, self.image_size)
             else:
                 images = self._resize(images, self.image_size)
                 if self.train_transform == "crop_flip":

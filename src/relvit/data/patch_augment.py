@@ -173,7 +173,7 @@ def _sample_coords(start: Tensor, length: Tensor, size: int, dtype: torch.dtype)
     return (2.0 * (start[:, None] + src) + 1.0) / size - 1.0
 
 
-def crop_resize(x: Tensor, box: Tensor) -> Tensor:
+def crop_resize_tlhw(x: Tensor, box: Tensor) -> Tensor:
     """Crop each patch to its box and resize it back bilinearly, as torchvision's resized_crop.
 
     x [M, C, P, P], box int64 [M, 4] (top, left, height, width) -> [M, C, P, P]. One grid_sample with a
@@ -233,7 +233,7 @@ class PatchAugment(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"patch_size={self.patch_size}, ops={self.ops}, crop={self.crop!r}, normalized_input={self.normalized_input}"
 
-    def _crop_boxes(self, num: int, device: torch.device, generator: torch.Generator | None) -> Tensor | None:
+    def _crop_boxes(self, num: int, device: torch.device | str, generator: torch.Generator | None) -> Tensor | None:
         """int64 [num, 4] boxes (top, left, height, width) inside a patch, or None for crop="none"."""
         p = self.patch_size
         if self.crop == "none":
@@ -299,7 +299,7 @@ class PatchAugment(torch.nn.Module):
         x = images.to(dtype).reshape(batch, 3, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, p, p)
 
         if params.crop_box is not None:
-            x = crop_resize(x, params.crop_box)
+            x = crop_resize_tlhw(x, params.crop_box)
         for name in self.ops:
             if name == "colJitter":
                 jittered = color_jitter(x, params.jitter_order, params.jitter_factors.to(dtype))
@@ -307,6 +307,7 @@ class PatchAugment(torch.nn.Module):
             elif name == "grayScale":
                 x = torch.where(_per_patch(params.gray), to_grayscale(x), x)
             elif name == "randomNoise":
+                assert params.noise_values is not None  # drawn by sample_params whenever the op is on
                 x = torch.where(_per_patch(params.noise), params.noise_values.to(dtype), x)
 
         x = x.reshape(batch, gh, gw, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(batch, 3, height, width)

@@ -10,8 +10,6 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     Each class contributes ``round(fraction * count)`` samples (at least one while the class has two
     or more), chosen by a generator seeded with ``seed``, so the split is the same on every machine.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"split fraction must lie strictly between 0 and 1, got {fraction}")
     generator = torch.Generator().manual_seed(seed)
     held = []
     for cls in torch.unique(labels):

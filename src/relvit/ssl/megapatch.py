@@ -39,8 +39,6 @@ class MegaPatch(nn.Module):
 
     def __init__(self, patch_size: int, side: int = 5, shared_cuts: bool = False, resize: str = "area"):
         super().__init__()
-        if side < 2:
-            raise ValueError(f"task.megapatch.side must be at least 2, got {side}")
         if resize not in RESIZE_SAMPLING:
             raise ValueError(f"resize must be one of {list(RESIZE_SAMPLING)}, got {resize!r}")
         self.resize = resize
@@ -54,8 +52,6 @@ class MegaPatch(nn.Module):
         grid = h // p
         if h != w or h % p:
             raise ValueError(f"mega-patches need square images cut into whole {p} px patches, got {h} x {w}")
-        if s > grid:
-            raise ValueError(f"task.megapatch.side={s} is larger than the {grid} x {grid} patch grid of {h} px images with {p} px patches")
         rows = random_cuts(b, grid, s, generator, images.device) * p  # [B, S+1] pixel edges
         cols = rows if self.shared_cuts else random_cuts(b, grid, s, generator, images.device) * p
         y1, y2 = rows[:, :-1, None].expand(b, s, s), rows[:, 1:, None].expand(b, s, s)  # [B, S, S]

@@ -1,7 +1,9 @@
 """What a dataset source hands to the data module: one split at a time, in memory or as files."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -10,6 +12,19 @@ from relvit.errors import UserError
 
 class DataNotFoundError(UserError, RuntimeError):
     """The data is not where it was looked for; the message says where, what layout, and how to get it."""
+
+
+def data_root(root: str | os.PathLike | None, holds: str) -> Path:
+    """``dataset.root`` as a path; unset, a ValueError says what the folder should hold (``holds``)."""
+    if root is None:
+        raise ValueError(f"dataset.root is not set: give the folder that holds {holds}")
+    return Path(root).expanduser()
+
+
+def refuse_download(download: bool, why: str) -> None:
+    """Refuse ``dataset.download=true`` for data that cannot be fetched automatically, saying ``why``."""
+    if download:
+        raise ValueError(f"dataset.download=true: {why}; set dataset.download=false and place the data under dataset.root")
 
 
 @dataclass
@@ -61,3 +76,25 @@ class DataSource:
         available = tuple(available if available is not None else self.splits)
         if split not in available:
             raise ValueError(f"dataset {self.name!r} has no split {split!r}; it has {', '.join(available)}")
+
+
+class IndexedFileSource(DataSource):
+    """A source whose splits are lists of files, found by one scan of the data on first use."""
+
+    _index: dict[str, FileSplit] | None = None
+
+    def _build_index(self) -> dict[str, FileSplit]:
+        """Scan the data: split name -> its files and labels."""
+        raise NotImplementedError
+
+    def _scan(self) -> dict[str, FileSplit]:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def prepare(self) -> None:
+        self._scan()
+
+    def load(self, split: str) -> FileSplit:
+        self.check_split(split)
+        return self._scan()[split]

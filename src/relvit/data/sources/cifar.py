@@ -16,7 +16,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from relvit.data.download import download_file, extract_archive
-from relvit.data.sources.base import DataNotFoundError, DataSource, InMemorySplit
+from relvit.data.sources.base import DataNotFoundError, DataSource, InMemorySplit, data_root
 from relvit.data.sources.image_folder import ImageFolderSource, decode_images
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ class _CIFARSource(DataSource):
     _title: str
 
     def __init__(self, root: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError(f"dataset.root is not set: give the folder that holds {self._torchvision.base_folder}/")
-        self.root = Path(root).expanduser()
+        self.root = data_root(root, f"{self._torchvision.base_folder}/")
         self.download = bool(download)
         self._folders = ImageFolderSource(self.root)
 
@@ -91,8 +89,8 @@ class _CIFARSource(DataSource):
             f"or put {self._torchvision.filename} in {self.root}, or unpack JPEG folders there."
         )
 
-    @property
-    def splits(self) -> tuple[str, ...]:
+    @property  # read from the data on disk (the base class's is a fixed class attribute)
+    def splits(self) -> tuple[str, ...]:  # type: ignore[override]
         if self._layout() == "pickle":
             return ("train", "test")
         return self._folders.splits

@@ -6,13 +6,12 @@ Reads torchvision's layout, ``<root>/flowers-102/`` holding ``jpg/image_NNNNN.jp
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torchvision.datasets import Flowers102
 
 from relvit.data.download import download_file, extract_archive
-from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit
+from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit, data_root
 
 _URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 _IMAGES = ("102flowers.tgz", "52808999861908f626f3c1f4e79d11fa")
@@ -29,9 +28,7 @@ class Flowers102Source(DataSource):
     splits = ("train", "val", "test")
 
     def __init__(self, root: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError("dataset.root is not set: give the folder that holds flowers-102/")
-        self.root = Path(root).expanduser()
+        self.root = data_root(root, "flowers-102/")
         self.base = self.root / "flowers-102"
         self.download = bool(download)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit
+from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit, data_root, refuse_download
 from relvit.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -85,14 +85,8 @@ class ImageFolderSource(DataSource):
     name = "image_folder"
 
     def __init__(self, root: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError("dataset.root is not set: give the folder that holds train/<class>/<image>")
-        if download:
-            raise ValueError(
-                "dataset.download=true: image_folder is your own data and cannot be downloaded; "
-                "set dataset.download=false and put the images under dataset.root"
-            )
-        self.root = Path(root).expanduser()
+        self.root = data_root(root, "train/<class>/<image>")
+        refuse_download(download, "image_folder is your own data and cannot be downloaded")
         self._index: dict[str, FileSplit] | None = None
         self._classes: list[str] = []
 
@@ -119,8 +113,8 @@ class ImageFolderSource(DataSource):
         self._index = index
         return index
 
-    @property
-    def splits(self) -> tuple[str, ...]:
+    @property  # read from the data on disk (the base class's is a fixed class attribute)
+    def splits(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(s for s in SPLITS if s in self._scan())
 
     @property

@@ -11,26 +11,19 @@ import json
 import os
 from pathlib import Path
 
-from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit
+from relvit.data.sources.base import DataNotFoundError, FileSplit, IndexedFileSource, data_root, refuse_download
 from relvit.data.sources.image_folder import labels_for, scan_class_folders
 
 
-class ImageNet100Source(DataSource):
+class ImageNet100Source(IndexedFileSource):
     """ImageNet-100: the classes of Labels.json (WordNet ids, sorted), about 1,300 training and 50 test images each."""
 
     name = "imagenet100"
     splits = ("train", "test")
 
     def __init__(self, root: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError("dataset.root is not set: give the folder that holds Labels.json, train.X1/ and val.X/")
-        if download:
-            raise ValueError(
-                "dataset.download=true: ImageNet-100 cannot be downloaded automatically (ImageNet's terms must be "
-                "accepted first); set dataset.download=false and place the data under dataset.root"
-            )
-        self.root = Path(root).expanduser()
-        self._index: dict[str, FileSplit] | None = None
+        self.root = data_root(root, "Labels.json, train.X1/ and val.X/")
+        refuse_download(download, "ImageNet-100 cannot be downloaded automatically (ImageNet's terms must be accepted first)")
 
     def _not_found(self, what: str) -> DataNotFoundError:
         return DataNotFoundError(
@@ -51,9 +44,7 @@ class ImageNet100Source(DataSource):
             raise ValueError(f"{path} must hold a JSON object mapping each wnid to its class name")
         return sorted(labels)
 
-    def _scan(self) -> dict[str, FileSplit]:
-        if self._index is not None:
-            return self._index
+    def _build_index(self) -> dict[str, FileSplit]:
         class_ids = {wnid: i for i, wnid in enumerate(self.classes)}
         train_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and d.name.startswith("train"))
         if not train_dirs:
@@ -72,15 +63,7 @@ class ImageNet100Source(DataSource):
                 f"e.g. {empty[0]}"
             )
         where = str(self.root / "Labels.json")
-        self._index = {
+        return {
             "train": labels_for(dict(sorted(train.items())), class_ids, self.root / "train*", where),
             "test": labels_for(scan_class_folders(test_dir), class_ids, test_dir, where),
         }
-        return self._index
-
-    def prepare(self) -> None:
-        self._scan()
-
-    def load(self, split: str) -> FileSplit:
-        self.check_split(split)
-        return self._scan()[split]

@@ -13,33 +13,26 @@ from pathlib import Path
 
 import torch
 
-from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit
+from relvit.data.sources.base import DataNotFoundError, FileSplit, IndexedFileSource, data_root, refuse_download
 from relvit.data.sources.image_folder import labels_for, list_images
 
 _WNID = re.compile(r"n\d{8}")
 
 
-class ImageNetSubsetSource(DataSource):
+class ImageNetSubsetSource(IndexedFileSource):
     """The ImageNet classes listed in ``class_list`` (label ids follow the sorted wnids), with their val images as test."""
 
     name = "imagenet_subset"
     splits = ("train", "test")
 
     def __init__(self, root: str | os.PathLike, class_list: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError("dataset.root is not set: give the folder that holds ILSVRC/ and LOC_val_solution.csv")
+        self.root = data_root(root, "ILSVRC/ and LOC_val_solution.csv")
         if class_list is None:
             raise ValueError("dataset.class_list is not set: give a text file with one WordNet id (e.g. n01440764) a line")
-        if download:
-            raise ValueError(
-                "dataset.download=true: ImageNet cannot be downloaded automatically (its terms must be accepted "
-                "first); set dataset.download=false and place the data under dataset.root"
-            )
-        self.root = Path(root).expanduser()
+        refuse_download(download, "ImageNet cannot be downloaded automatically (its terms must be accepted first)")
         self.class_list = Path(class_list).expanduser()
         self.data = self.root / "ILSVRC" / "Data" / "CLS-LOC"
         self._classes: list[str] | None = None
-        self._index: dict[str, FileSplit] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -77,9 +70,7 @@ class ImageNetSubsetSource(DataSource):
             "download its data and unpack it there."
         )
 
-    def _scan(self) -> dict[str, FileSplit]:
-        if self._index is not None:
-            return self._index
+    def _build_index(self) -> dict[str, FileSplit]:
         class_ids = {wnid: i for i, wnid in enumerate(self.classes)}
         train_dir, val_dir, solution = self.data / "train", self.data / "val", self.root / "LOC_val_solution.csv"
         for path in (train_dir, val_dir, solution):
@@ -116,12 +107,4 @@ class ImageNetSubsetSource(DataSource):
                     labels.append(class_ids[wnid])
         order = sorted(range(len(paths)), key=paths.__getitem__)
         test = FileSplit(paths=[paths[i] for i in order], labels=torch.tensor([labels[i] for i in order], dtype=torch.int64))
-        self._index = {"train": train, "test": test}
-        return self._index
-
-    def prepare(self) -> None:
-        self._scan()
-
-    def load(self, split: str) -> FileSplit:
-        self.check_split(split)
-        return self._scan()[split]
+        return {"train": train, "test": test}

@@ -13,7 +13,7 @@ import torch
 from torchvision.datasets import SVHN
 
 from relvit.data.download import download_file
-from relvit.data.sources.base import DataNotFoundError, DataSource, InMemorySplit
+from relvit.data.sources.base import DataNotFoundError, DataSource, InMemorySplit, data_root
 
 
 class SVHNSource(DataSource):
@@ -23,9 +23,7 @@ class SVHNSource(DataSource):
     splits = ("train", "test")
 
     def __init__(self, root: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError("dataset.root is not set: give the folder that holds train_32x32.mat and test_32x32.mat")
-        self.root = Path(root).expanduser()
+        self.root = data_root(root, "train_32x32.mat and test_32x32.mat")
         self.download = bool(download)
 
     @property

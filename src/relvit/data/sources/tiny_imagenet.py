@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 
@@ -18,6 +17,7 @@ from relvit.data.sources.base import (
     DataSource,
     FileSplit,
     InMemorySplit,
+    data_root,
 )
 from relvit.data.sources.image_folder import decode_images, list_images
 
@@ -36,9 +36,7 @@ class TinyImageNetSource(DataSource):
     splits = ("train", "test")
 
     def __init__(self, root: str | os.PathLike, download: bool = False):
-        if root is None:
-            raise ValueError(f"dataset.root is not set: give the folder that holds {_FOLDER}/ or {_FOLDER}.zip")
-        self.root = Path(root).expanduser()
+        self.root = data_root(root, f"{_FOLDER}/ or {_FOLDER}.zip")
         self.base = self.root / _FOLDER
         self.download = bool(download)
 

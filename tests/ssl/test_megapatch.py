@@ -74,7 +74,7 @@ def test_unknown_resize_is_refused():
 
 
 def test_side_larger_than_the_grid_is_refused():
-    with pytest.raises(ValueError, match="larger than the 4 x 4 patch grid"):
+    with pytest.raises(ValueError, match="side 5 must lie between 1 and the patch grid side 4"):
         MegaPatch(4, side=5)(torch.rand(1, 3, 16, 16))
 
 
