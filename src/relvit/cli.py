@@ -19,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 from relvit.config_checks import check_config
 from relvit.errors import ConfigError, RunFailed, UserError
 from relvit.guards import RunInterrupted
+from relvit.hardware import resolve_precision  # noqa: F401 -- registers the trainer.precision resolver
 from relvit.saved_config import resume_config
 
 log = logging.getLogger("relvit")
