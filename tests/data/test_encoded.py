@@ -127,7 +127,7 @@ def test_decode_gpu_without_a_gpu_is_a_config_error(tiny_cfg, tmp_path):
         build(cfg)
 
 
-def test_auto_on_the_cpu_trains_through_the_pil_path(tiny_cfg, tmp_path):
+def test_auto_on_the_cpu_keeps_the_pil_path(tiny_cfg, tmp_path):
     from relvit.training import build
 
     root = tmp_path / "folders"

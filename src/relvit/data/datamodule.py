@@ -6,6 +6,7 @@ import logging
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from relvit.config_checks import ConfigError
 from relvit.data.batch_transform import BatchTransform
@@ -93,7 +94,7 @@ class RelViTDataModule(L.LightningDataModule):
         self.on_bad_image = on_bad_image
         self.decode = check_decode(decode)
         # transforms of the batches decoded on the device, by train (True) or evaluation (False)
-        self.device_transforms: dict[bool, object] = {}
+        self.device_transforms: dict[bool, v2.Compose] = {}
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
 
     @property
@@ -237,7 +238,8 @@ class RelViTDataModule(L.LightningDataModule):
         train = self.trainer is not None and self.trainer.training
         return self.transform_batch(images, train, labels.device), labels
 
-    def transform_batch(self, images: torch.Tensor | EncodedBatch, train: bool, device: torch.device | None = None) -> torch.Tensor:
+    def transform_batch(self, images: torch.Tensor | EncodedBatch, train: bool,
+                        device: torch.device | None = None) -> torch.Tensor:
         """uint8 [B, 3, h, w] (or encoded JPEG files, decoded on ``device``) -> normalised float
         [B, 3, S, S] on the same device (S = side * patch size with mega-patches)."""
         if isinstance(images, EncodedBatch):

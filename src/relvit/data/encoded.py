@@ -8,7 +8,6 @@ device and ``cpu`` otherwise.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
@@ -17,8 +16,6 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import v2
 
 from relvit.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 DECODE_MODES = ("auto", "cpu", "gpu")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -153,7 +152,16 @@ def _compiled_ops() -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
     return _compiled
 
 
-def compiled_recolour(*args: Any) -> Tensor:
+def compiled_recolour(
+    x: Tensor,
+    ops: tuple[str, ...],
+    jitter: Tensor,
+    jitter_order: Tensor,
+    jitter_factors: Tensor,
+    gray: Tensor,
+    noise: Tensor,
+    noise_values: Tensor | None,
+) -> Tensor:
     """``recolour`` with its tone and hue ops compiled by torch.compile (one compilation per batch
     shape, device and dtype).
 
@@ -161,6 +169,7 @@ def compiled_recolour(*args: Any) -> Tensor:
     and runs the eager ops, which give the same result.
     """
     global _compile_failed
+    args = (x, ops, jitter, jitter_order, jitter_factors, gray, noise, noise_values)
     if not _compile_failed:
         try:
             return recolour(*args, compiled=True)
