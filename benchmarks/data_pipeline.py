@@ -2,16 +2,20 @@
 
 Times the project's batched pipeline (relvit.data.batch_transform: uint8 batch -> random crop with
 padding 4 + horizontal flip -> float [0, 1] -> PatchAugment -> per-channel normalisation) on real CIFAR-10 images at 32 px with 4 px
-patches and, upsampled, at 224 px with 32 px patches; next to each, a reference that augments patch
-by patch with torchvision transforms as the original RelViT code did, on one thread. The last line
-is the per-core speed-up at 32 px. See docs/data_pipeline.md.
+patches and, upsampled, at 224 px with 32 px patches, with the colour ops eager and compiled
+(``PatchAugment(compile=True)``, compiled before the timing); next to each, a reference that augments
+patch by patch with torchvision transforms as the original RelViT code did, on one thread. Each figure
+is the median of ``--repeats`` timings, taken in turns (batched, reference, batched, ...) so that load
+from other processes falls on both alike. The last lines are the per-core speed-ups. See
+docs/data_pipeline.md.
 
-    python benchmarks/data_pipeline.py [--images 4096] [--batch-size 256] [--threads N]
+    python benchmarks/data_pipeline.py [--images 4096] [--batch-size 256] [--threads N] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -52,10 +56,10 @@ def load_cifar(data_dir: Path, archive: Path, count: int) -> torch.Tensor:
     return torch.stack([decode_jpeg(read_file(str(p)), mode=ImageReadMode.RGB) for p in paths[::step][:count]])
 
 
-def make_pipeline(image_size: int, patch_size: int) -> BatchTransform:
+def make_pipeline(image_size: int, patch_size: int, compile_ops: bool) -> BatchTransform:
     """The project's on-device pipeline of an upstream training batch, as the data module builds it."""
     image_augment = BatchImageAugment(image_size, "crop_flip", "none", crop_padding=PAD, hflip=True)
-    patch_augment = PatchAugment(patch_size, OPS, crop="random", mean=MEAN, std=STD)
+    patch_augment = PatchAugment(patch_size, OPS, crop="random", mean=MEAN, std=STD, compile=compile_ops)
     return BatchTransform(image_augment, MEAN, STD, patch_augment=patch_augment)
 
 
@@ -86,23 +90,19 @@ def make_reference(image_size: int, patch_size: int):
     return run
 
 
-def time_batched(images: torch.Tensor, patch_size: int, batch_size: int) -> float:
-    """Images per second of the batched pipeline over ``images`` (after one warm-up batch)."""
-    pipeline = make_pipeline(images.shape[-1], patch_size)
-    pipeline(images[:batch_size], train=True)
+def time_batched(pipeline: BatchTransform, images: torch.Tensor, batch_size: int) -> float:
+    """Images per second of the batched pipeline over ``images`` (warmed up, and compiled, before)."""
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
         pipeline(images[i : i + batch_size], train=True)
     return len(images) / (time.perf_counter() - start)
 
 
-def time_reference(images: torch.Tensor, patch_size: int) -> float:
+def time_reference(run, images: torch.Tensor) -> float:
     """Images per second of the per-patch torchvision reference on one thread."""
-    run = make_reference(images.shape[-1], patch_size)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run(images[0])
         start = time.perf_counter()
         for image in images:
             run(image)
@@ -111,18 +111,31 @@ def time_reference(images: torch.Tensor, patch_size: int) -> float:
         torch.set_num_threads(threads)
 
 
-def report(label: str, images: torch.Tensor, patch_size: int, batch_size: int, ref_count: int) -> float:
-    """Print both figures for one image size; returns the per-core speed-up."""
+def report(label: str, images: torch.Tensor, patch_size: int, batch_size: int, ref_count: int,
+           repeats: int) -> dict[str, float]:
+    """Print the eager, compiled and reference figures (medians) for one size; returns the per-core ratios."""
     threads = torch.get_num_threads()
     ref_count = min(ref_count, len(images))
-    batched = time_batched(images, patch_size, batch_size)
-    reference = time_reference(images[:ref_count], patch_size)
-    ratio = batched / threads / reference
-    print(f"{label}: {images.shape[-1]} px images, {patch_size} px patches, crop=random, ops={OPS}")
-    print(f"  batched   {len(images):5d} images, batch {batch_size:3d}: {batched:9.1f} img/s, "
-          f"{batched / threads:9.1f} img/s per thread ({threads} threads)")
-    print(f"  reference {ref_count:5d} images, per patch  : {reference:9.1f} img/s per core (1 thread)")
-    return ratio
+    pipelines = {mode: make_pipeline(images.shape[-1], patch_size, mode == "compiled") for mode in ("eager", "compiled")}
+    for pipeline in pipelines.values():
+        pipeline(images[:batch_size], train=True)  # warm-up; compiles the compiled one
+    reference = make_reference(images.shape[-1], patch_size)
+    reference(images[0])
+    times: dict[str, list[float]] = {"eager": [], "compiled": [], "reference": []}
+    for _ in range(repeats):
+        for mode, pipeline in pipelines.items():
+            times[mode].append(time_batched(pipeline, images, batch_size))
+        times["reference"].append(time_reference(reference, images[:ref_count]))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{label}: {images.shape[-1]} px images, {patch_size} px patches, crop=random, ops={OPS}, "
+          f"median of {repeats}")
+    for mode in ("eager", "compiled"):
+        spread = f"{min(times[mode]):.1f}-{max(times[mode]):.1f}"
+        print(f"  batched {mode:8s} {len(images):5d} images, batch {batch_size:3d}: {med[mode]:9.1f} img/s, "
+              f"{med[mode] / threads:9.1f} img/s per thread ({threads} threads; range {spread})")
+    print(f"  reference        {ref_count:5d} images, per patch  : {med['reference']:9.1f} img/s per core "
+          f"(1 thread; range {min(times['reference']):.1f}-{max(times['reference']):.1f})")
+    return {mode: med[mode] / threads / med["reference"] for mode in ("eager", "compiled")}
 
 
 def main() -> None:
@@ -134,6 +147,7 @@ def main() -> None:
     parser.add_argument("--reference-images", type=int, nargs=2, default=(200, 20), metavar=("N32", "N224"),
                         help="images the per-patch reference runs on at 32 and 224 px")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the batched pipeline")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per figure; the median is printed")
     parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "cifar10-jpeg")
     parser.add_argument("--archive", type=Path, default=REPO / ".." / "shared" / "data" / "cifar10-train-jpeg.tar.xz")
     args = parser.parse_args()
@@ -150,10 +164,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads for the batched pipeline, "
           f"{os.cpu_count()} CPUs, load average {load:.2f} before the timings")
 
-    ratio_224 = report("224px", images_224, 32, args.batch_size_224, args.reference_images[1])
-    ratio_32 = report("32px", images_32, 4, args.batch_size, args.reference_images[0])
-    print(f"ratio_224px_per_core: {ratio_224:.1f}")
-    print(f"ratio_32px_per_core: {ratio_32:.1f}")
+    ratio_224 = report("224px", images_224, 32, args.batch_size_224, args.reference_images[1], args.repeats)
+    ratio_32 = report("32px", images_32, 4, args.batch_size, args.reference_images[0], args.repeats)
+    print(f"load average {os.getloadavg()[0]:.2f} after the timings")
+    for mode in ("eager", "compiled"):
+        print(f"ratio_224px_per_core_{mode}: {ratio_224[mode]:.1f}")
+        print(f"ratio_32px_per_core_{mode}: {ratio_32[mode]:.1f}")
 
 
 if __name__ == "__main__":

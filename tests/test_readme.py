@@ -85,6 +85,7 @@ class Plan:
     budget: list[str] = field(default_factory=lambda: list(BUDGET))
     subprocess: bool = False  # launchers and process groups run as separate processes
     needs_gpu: bool = False  # without CUDA: exit 2 naming the missing GPU
+    no_gpu_error: str = "error: trainer.accelerator='gpu' is invalid: this machine has no CUDA GPU"
     needs: str | None = None  # a program that must be on PATH (SLURM), else skipped
     shell: str | None = None  # a shell command: run in "repo" (this checkout) or "new_git" (a fresh git repo)
     timeout: int = 300
@@ -140,9 +141,19 @@ PLANS: dict[str, Plan] = {
                                                                                        "data.batch_size=4"]),
     "python benchmarks/data_pipeline.py": Plan(budget=["--images", "16", "--batch-size", "8", "--images-224", "4",
                                                        "--batch-size-224", "2", "--reference-images", "4", "2",
-                                                       "--data-dir", "{jpegs}"]),
-    "python benchmarks/epoch_throughput.py": Plan(budget=["--batches", "1", "--batch-size", "4", "--data-dir", "{jpegs}"]),
+                                                       "--repeats", "1", "--data-dir", "{jpegs}"]),
+    "python benchmarks/epoch_throughput.py": Plan(budget=["--batches", "1", "--batch-size", "4", "--batch-size-224", "2",
+                                                          "--images-224", "40", "--repeats", "1", "--data-dir", "{jpegs}"]),
     "python benchmarks/param_counts.py": Plan(budget=[]),
+    "python benchmarks/train_step.py --tiny": Plan(budget=[]),
+    "python benchmarks/train_step.py": Plan(budget=["--tiny"]),
+    "python train.py compile=true": RUNS,
+    "python train.py trainer.precision=32-true": RUNS,
+    "python train.py dataset=image_folder dataset.root=/path/to/folders data.decode=gpu": Plan(
+        budget=[*BUDGET, *SMALL_VIT, "data.batch_size=4"], needs_gpu=True,
+        no_gpu_error="error: data.decode=gpu is invalid on this machine: no CUDA device is available"),
+    "python train.py dataset=image_folder dataset.root=/path/to/folders data.decode=cpu": Plan(
+        budget=[*BUDGET, *SMALL_VIT, "data.batch_size=4"]),
     "python docs/generate.py backbones": Plan(budget=["--tiny", "--docs-dir", "{tmp}"]),
 }
 
@@ -209,7 +220,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     done = _run([sys.executable, str(REPO / "train.py"), "-m", "task=downstream", "seed=1,2", *small], root, env)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (root / "multirun").iterdir()
-    _make_image_tree(root / "folders", ("train", "test"), ".png", classes=3)
+    _make_image_tree(root / "folders", ("train", "test"), ".jpg", classes=3)
     _make_image_tree(root / "jpegs", ("train", "test"), ".jpg", classes=10, per_class=4)
     archive = root / "cifar10-train-jpeg.tar.xz"
     with tarfile.open(archive, "w:xz") as tar:
@@ -279,7 +290,7 @@ def test_readme_command(command, world, cli, tmp_path, monkeypatch):
     code, out, err = _execute(words, plan, tmp_path, cli)
     assert code == expect, f"{line}\nexit {code}, README says {expect}\n{err[-3000:]}"
     if plan.needs_gpu and not HAS_CUDA:
-        assert "error: trainer.accelerator='gpu' is invalid: this machine has no CUDA GPU" in err, err[-2000:]
+        assert plan.no_gpu_error in err, err[-2000:]
     elif expect == 2:
         message = (out + err).strip().splitlines()
         assert message and message[-1].startswith("error: "), err[-2000:]

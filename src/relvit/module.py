@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from relvit.backbones.base import TokenBackbone
+from relvit.hardware import fused_on_cuda
 from relvit.heads import ClassifierHead, PairScoreHead
 from relvit.ssl import (
     NUM_RELATIONS,
@@ -203,7 +204,7 @@ class RelViTModule(L.LightningModule):
                 continue
             exempt = param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
             (no_decay if exempt and not self.task.decay_all_parameters else decay).append(param)
-        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        optimizer = fused_on_cuda(self.optimizer_factory, self.device)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -23,6 +23,7 @@ from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
 from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
+from relvit.hardware import check_compile_flag, compile_model
 from relvit.module import RelViTModule
 from relvit.run_files import (
     SaveError,
@@ -67,6 +68,7 @@ def build_group(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
     """Check the config, then build and set up data and model (data problems surface here)."""
     task = check_config(cfg)
+    compile_on = check_compile_flag(cfg.get("compile", False))
     megapatch = cfg.task.get("megapatch")
     if megapatch:  # the model sees the tiled image: side x side patches
         backbone = build_group(cfg, "backbone", image_size=megapatch.side * cfg.dataset.patch_size)
@@ -94,6 +96,8 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
         # saved unresolved, so that paths and interpolations follow the evaluating run's overrides
         run_config=run_config if run_config is not None else cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False)),
     )
+    if compile_on:
+        compile_model(module)
     return Run(cfg, datamodule, module)
 
 

@@ -6,9 +6,19 @@ import logging
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from relvit.config_checks import ConfigError
 from relvit.data.batch_transform import BatchTransform
+from relvit.data.encoded import (
+    EncodedBatch,
+    EncodedImageDataset,
+    check_decode,
+    collate_encoded,
+    decode_batch,
+    decodes_on_device,
+    without_pil_step,
+)
 from relvit.data.image_augment import BatchImageAugment
 from relvit.data.loaders import (
     FileImageDataset,
@@ -60,6 +70,7 @@ class RelViTDataModule(L.LightningDataModule):
         megapatch: torch.nn.Module | None = None,
         seed: int = 0,
         on_bad_image: str = "error",
+        decode: str = "auto",
     ):
         super().__init__()
         if select_on not in MODEL_SELECTION_SPLITS:
@@ -82,6 +93,9 @@ class RelViTDataModule(L.LightningDataModule):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
+        self.decode = check_decode(decode)
+        # transforms of the batches decoded on the device, by train (True) or evaluation (False)
+        self.device_transforms: dict[bool, v2.Compose] = {}
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
 
     @property
@@ -157,10 +171,11 @@ class RelViTDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool):
         data = self.splits[split]
+        collate = None
         batch_size = self.batch_size if train else self.eval_batch_size
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        dataset: TensorImageDataset | FileImageDataset
+        dataset: TensorImageDataset | FileImageDataset | EncodedImageDataset
         if isinstance(data, InMemorySplit):
             if self.in_memory_on_device:
                 return self._device_loader(data, batch_size, train, rank, world)
@@ -168,7 +183,13 @@ class RelViTDataModule(L.LightningDataModule):
         else:
             a = self.image_augment
             transform = file_transform(self.image_size, train, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
-            dataset = FileImageDataset(data.paths, data.labels, transform)
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+            if decodes_on_device(self.decode, device, data.paths):
+                dataset = EncodedImageDataset(data.paths, data.labels)
+                self.device_transforms[train] = without_pil_step(transform)
+                collate = collate_encoded
+            else:
+                dataset = FileImageDataset(data.paths, data.labels, transform)
         # training batches get Lightning's DistributedSampler; evaluation must not repeat samples
         sampler = EvalShardSampler(dataset, rank, world) if world > 1 and not train else None
         return DataLoader(
@@ -180,6 +201,7 @@ class RelViTDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
         )
 
     def _device_loader(self, data: InMemorySplit, batch_size: int, train: bool, rank: int, world: int) -> InMemoryLoader:
@@ -216,11 +238,15 @@ class RelViTDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         train = self.trainer is not None and self.trainer.training
-        return self.transform_batch(images, train), labels
+        return self.transform_batch(images, train, labels.device), labels
 
-    def transform_batch(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        """uint8 [B, 3, h, w] -> normalised float [B, 3, S, S] on the same device (S = side * patch
-        size with mega-patches)."""
+    def transform_batch(self, images: torch.Tensor | EncodedBatch, train: bool,
+                        device: torch.device | None = None) -> torch.Tensor:
+        """uint8 [B, 3, h, w] (or encoded JPEG files, decoded on ``device``) -> normalised float
+        [B, 3, S, S] on the same device (S = side * patch size with mega-patches)."""
+        if isinstance(images, EncodedBatch):
+            decoded = decode_batch(images, device or torch.device("cpu"), self.device_transforms[train])
+            return self.batch_transform(decoded, train, augment_images=False)
         return self.batch_transform(images, train, augment_images=self.stored_in_memory)
 
 
