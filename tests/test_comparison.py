@@ -1,10 +1,13 @@
 """experiment=relvit_vs_scratch: the sweep runs end to end and fills every cell of its table."""
 import csv
 
+import pytest
+
 from conftest import TINY
 from relvit.comparison import table_rows
 
 
+@pytest.mark.slow  # seven tiny runs and four frozen evaluations: about 2 minutes on 2 CPU cores
 def test_relvit_vs_scratch_runs_end_to_end_and_fills_its_table(cli, tmp_path):
     tiny = [o for o in TINY if not o.startswith(("backbone=", "trainer.max_epochs"))]
     code, out, err = cli("train.py", "experiment=relvit_vs_scratch", *tiny, "trainer.max_epochs=1", "seed=1",
@@ -19,7 +22,7 @@ def test_relvit_vs_scratch_runs_end_to_end_and_fills_its_table(cli, tmp_path):
     assert {"frozen test/knn_acc_mean", "frozen test/linear_acc_cls", "pre-training val/rel_acc"} <= set(names)
     assert all(cell.strip() for row in rows for cell in row)  # every cell filled ("-" where a column has no meaning)
     assert all(" ± " in row[1] for row in rows[1:])
-    assert (sweep / "relvit_vs_scratch.md").read_text().count("\n|") == len(rows)
+    assert (sweep / "relvit_vs_scratch.md").read_text().count("\n|") == len(rows) + 1  # and the separator line
     assert (sweep / "0" / "1pct" / "relvit" / "checkpoints" / "best.ckpt").is_file()
     assert (sweep / "0" / "1pct" / "scratch" / "metrics.json").is_file()
 
