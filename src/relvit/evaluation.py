@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoints import read_checkpoint, state_dict_of

@@ -56,7 +56,8 @@ def cls_attention(backbone: Any, images: torch.Tensor, add_pos_embed: bool) -> t
     try:
         extractor = AttentionExtract(backbone, names=[f"vit.blocks.{last}.attn.attn_drop"], method="hook")
         backbone(images, add_pos_embed=add_pos_embed)
-        maps = extractor.hooks.get_output(device=images.device)  # {name: [1, heads, T, T]}
+        assert extractor.hooks is not None  # the hook method
+        maps: dict[str, torch.Tensor] = extractor.hooks.get_output(device=images.device)  # {name: [1, heads, T, T]}
     finally:
         attn.fused_attn = fused
     return next(iter(maps.values()))[0, :, 0, 1:]
@@ -106,7 +107,7 @@ def load_image(path: str, size: int) -> torch.Tensor:
     """An image file -> uint8 [1, 3, size, size]."""
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     except (OSError, ValueError) as err:
         raise UserError(f"image={path!r} cannot be read as an image: {err}") from None
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].contiguous()

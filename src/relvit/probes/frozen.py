@@ -44,8 +44,8 @@ def frozen_eval(backbone: TokenBackbone, datamodule, protocols: list[str], featu
             out["val"][f"val/linear_wd_{kind}"] = result.weight_decay
             if result.val_acc_top5 is not None:
                 out["val"][f"val/linear_acc_top5_{kind}"] = result.val_acc_top5
-            if test is not None:
-                out["test"][f"test/linear_acc_{kind}"] = float(result.test_acc)
+            if test is not None and result.test_acc is not None:
+                out["test"][f"test/linear_acc_{kind}"] = result.test_acc
                 if result.test_acc_top5 is not None:
                     out["test"][f"test/linear_acc_top5_{kind}"] = result.test_acc_top5
     return out

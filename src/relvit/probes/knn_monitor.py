@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import lightning as L
 
+from relvit.backbones.base import TokenBackbone
 from relvit.probes.features import extract_features, feature_kinds
 from relvit.probes.knn import knn_accuracy
 
@@ -36,7 +37,7 @@ class KNNMonitor(L.Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if task is None or task.supervised or datamodule is None or not self.due(trainer):
             return
-        backbone = pl_module.backbone  # type: ignore[attr-defined]
+        backbone: TokenBackbone = pl_module.backbone  # type: ignore[assignment]
         train = extract_features(backbone, datamodule, "train", task.add_pos_embed, pl_module.device)
         val = extract_features(backbone, datamodule, "val", task.add_pos_embed, pl_module.device)
         kinds = feature_kinds(self.features, backbone.has_cls_token)
