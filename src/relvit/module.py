@@ -32,7 +32,9 @@ class RelViTModule(L.LightningModule):
 
     Logged per split (``train/``, ``val/``, ``test/``): ``loss`` and, for each enabled task, its
     loss and accuracy (``rel_*``, ``pos_*``, ``dist_loss``, ``angle_loss``, ``clf_loss`` and
-    ``acc`` for classification, ``probe_*`` for the online linear probe of upstream runs).
+    ``acc`` for classification, with ``acc_top5`` beyond 10 classes, ``probe_*`` for the online linear
+    probe of upstream runs). Validation and test means are torchmetrics ``MeanMetric`` objects weighted by
+    the batch size, so they count every sample once under DDP.
     """
 
     def __init__(
@@ -152,6 +154,8 @@ class RelViTModule(L.LightningModule):
             logits = self.classifier(cls, tokens)
             out["clf_loss"] = F.cross_entropy(logits, labels)
             out["acc"] = (logits.argmax(-1) == labels).float().mean()
+            if logits.shape[-1] > 10:  # top-5 says little with 10 classes or fewer
+                out["acc_top5"] = (logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean()
             losses.append(out["clf_loss"])
         if self.probe is not None:
             logits = self.probe(tokens.detach() if clean is None else self.clean_tokens(clean))

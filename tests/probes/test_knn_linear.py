@@ -51,3 +51,16 @@ def test_feature_choice_is_checked():
         feature_kinds("max", True)
     with pytest.raises(ValueError, match="no CLS token"):
         feature_kinds("cls", False)
+
+
+def test_classification_reports_top5_beyond_ten_classes(tiny_cfg):
+    from relvit.training import build
+
+    run = build(tiny_cfg("task=downstream"))
+    images, labels = next(iter(run.datamodule.val_dataloader()))
+    x = run.datamodule.transform_batch(images, train=False)
+    assert "acc_top5" not in run.module.compute_losses(x, labels)  # digits: 10 classes
+    module = run.module
+    module.classifier.fc = torch.nn.Linear(module.classifier.fc.in_features, 12)
+    out = module.compute_losses(x, labels)
+    assert 0.0 <= out["acc"] <= out["acc_top5"] <= 1.0
