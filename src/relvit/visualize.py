@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import OmegaConf
 from PIL import Image
 from timm.utils import AttentionExtract
@@ -164,3 +167,40 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+class PicturesToTensorBoard(L.Callback):
+    """Every ``every_n_epochs`` validations, the pictures of the first validation image (those of
+    ``pictures`` but the position-embedding grid, which ``EmbeddingImages`` logs when it changes) go
+    to TensorBoard as ``pictures/<name>``. Drawn in evaluation mode, without gradients or random draws."""
+
+    def __init__(self, every_n_epochs: int = 5):
+        if every_n_epochs < 1:
+            raise ValueError(f"callbacks.pictures.every_n_epochs={every_n_epochs} is invalid: give 1 or more")
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        datamodule = getattr(trainer, "datamodule", None)
+        if not loggers or datamodule is None or not hasattr(pl_module, "backbone"):
+            return
+        raw, _ = next(iter(datamodule.eval_loader("val", pl_module.device)))
+        raw = raw[:1]
+        side = int(pl_module.backbone.grid_size)  # type: ignore[union-attr, arg-type]
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                drawn = pictures(pl_module, datamodule.transform_batch(raw, train=False), raw.float() / 255,
+                                 (side // 2) * (side + 1))
+        finally:
+            pl_module.train(was_training)
+        for name, picture in drawn.items():
+            if name != "position_similarity.png":
+                for logger in loggers:
+                    logger.experiment.add_image(f"pictures/{name[:-4]}", picture.cpu(), global_step=trainer.global_step)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 
 from relvit.backbones.base import TokenBackbone
 from relvit.probes.features import extract_features, feature_kinds
@@ -27,7 +28,7 @@ class KNNMonitor(L.Callback):
     def due(self, trainer: L.Trainer) -> bool:
         if trainer.sanity_checking:
             return False
-        if not trainer.training:  # trainer.validate: judging a checkpoint
+        if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate: judging a checkpoint
             return True
         epoch = trainer.current_epoch + 1
         return epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
