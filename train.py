@@ -13,6 +13,10 @@ from relvit.cli import exit_on_user_error, report_test_accuracy, run_main, train
 def main(cfg: DictConfig) -> float | None:
     summary = train_with_finetune(cfg)
     report_test_accuracy(summary)
+    if summary.get("pretrain"):  # what pre-training learned: its encoder's kNN next to a random one's
+        from relvit.probes.report import report_pretraining_knn
+
+        report_pretraining_knn(cfg, summary)
     # a number for Hydra's sweepers to optimise: the monitored metric of the (last phase's) best checkpoint
     return summary.get("val", {}).get(summary.get("monitor"))
 

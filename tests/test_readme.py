@@ -148,6 +148,14 @@ PLANS: dict[str, Plan] = {
     "python benchmarks/train_step.py --tiny": Plan(budget=[]),
     "python benchmarks/train_step.py": Plan(budget=["--tiny"]),
     "python train.py compile=true": RUNS,
+    "python evaluate.py ckpt_path=<ckpt> protocol=knn": Plan(budget=[]),
+    "python evaluate.py ckpt_path=<ckpt> protocol=linear": Plan(budget=["linear.steps=20"]),
+    "python evaluate.py ckpt_path=<ckpt> protocol=knn features=mean data.labels_per_class=10": Plan(budget=[]),
+    "python train.py task=downstream pretrained=<ckpt> data.label_fraction=0.1": RUNS,
+    "python -m relvit.visualize ckpt_path=<ckpt>": Plan(budget=[]),
+    "python train.py experiment=relvit_vs_scratch": Plan(budget=[
+        *BUDGET, *SMALL_VIT, "seed=1", 'comparison.finetune=["task=downstream","trainer.max_epochs=1"]',
+        "comparison.linear.steps=20"]),
     "python train.py trainer.precision=32-true": RUNS,
     "python train.py dataset=image_folder dataset.root=/path/to/folders data.decode=gpu": Plan(
         budget=[*BUDGET, *SMALL_VIT, "data.batch_size=4"], needs_gpu=True,
@@ -306,11 +314,15 @@ def _check_train_outputs(words: list[str], cwd: Path) -> None:
 
     if "debug=fast" in words:
         assert not list((cwd / "outputs").rglob("*.ckpt"))
-    elif "-m" in words or any(w.startswith(("sweep=", "hparams_search=")) for w in words):
+    elif (cwd / "multirun").is_dir():
         (summary,) = (cwd / "multirun").rglob("summary.csv")
         with open(summary) as f:
             rows = list(csv.DictReader(f))
         assert rows and {row["status"] for row in rows} == {"completed"}, rows
+        for table in (cwd / "multirun").rglob("relvit_vs_scratch.csv"):
+            with open(table) as f:
+                cells = [cell for row in csv.DictReader(f) for cell in row.values()]
+            assert cells and all(cell.strip() for cell in cells), f"{table} has empty cells"
     else:
         assert list((cwd / "outputs").rglob("metrics.json")), "the run wrote no metrics.json"
 

@@ -137,6 +137,10 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
     resumed = bool(cfg.get("resume"))
     if resumed:
         cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
+    if cfg.get("comparison"):  # experiment=relvit_vs_scratch: one seed of the comparison
+        from relvit.comparison import compare_one_seed
+
+        return compare_one_seed(cfg, train)
     second_overrides = None
     if cfg.get("finetune"):
         overrides = [o for o in HydraConfig.get().overrides.task

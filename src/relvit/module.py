@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from relvit.backbones.base import TokenBackbone
 from relvit.hardware import fused_on_cuda
 from relvit.heads import ClassifierHead, PairScoreHead
+from relvit.probes.online import OnlineProbe
 from relvit.ssl import (
     NUM_RELATIONS,
     angle_targets,
@@ -32,7 +33,9 @@ class RelViTModule(L.LightningModule):
 
     Logged per split (``train/``, ``val/``, ``test/``): ``loss`` and, for each enabled task, its
     loss and accuracy (``rel_*``, ``pos_*``, ``dist_loss``, ``angle_loss``, ``clf_loss`` and
-    ``acc`` for classification, ``probe_*`` for the online linear probe of upstream runs).
+    ``acc`` for classification, with ``acc_top5`` beyond 10 classes, ``probe_*`` for the online linear
+    probe of upstream runs). Validation and test means are torchmetrics ``MeanMetric`` objects weighted by
+    the batch size, so they count every sample once under DDP.
     """
 
     # targets on the G x G grid (buffers): relations and distances, angles [N, N]; positions [N]
@@ -73,7 +76,7 @@ class RelViTModule(L.LightningModule):
         self.probe = None
         if task.online_probe:
             with torch.random.fork_rng(devices=[]):
-                self.probe = ClassifierHead(d, n, num_classes, "mean")
+                self.probe = OnlineProbe(d, num_classes)
         self.register_buffer("rel_target", relation_targets(side), persistent=False)  # [N, N]
         self.register_buffer("pos_target", position_targets(side), persistent=False)  # [N]
         self.register_buffer("dist_target", distance_targets(side), persistent=False)  # [N, N]
@@ -86,6 +89,11 @@ class RelViTModule(L.LightningModule):
             for name, param in self.backbone.named_parameters():
                 if name.rsplit(".", 1)[-1] in POSITION_EMBEDDING_NAMES:
                     param.requires_grad_(False)
+
+    @property
+    def wants_clean_view(self) -> bool:
+        """Whether training batches should also carry an un-augmented view (for the online probe)."""
+        return self.probe is not None
 
     # ----------------------------------------------------------------------------------- steps
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -109,8 +117,9 @@ class RelViTModule(L.LightningModule):
         shuffled = cells.view(b, g, g, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
         return shuffled, perm
 
-    def compute_losses(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All enabled losses and accuracies of one batch, plus their sum under ``loss``."""
+    def compute_losses(self, images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """All enabled losses and accuracies of one batch, plus their sum under ``loss``; ``clean``
+        [B, 3, H, W] is the batch without augmentation, which the online probe reads when given."""
         task = self.task
         b = images.shape[0]
         n = self.backbone.num_patches
@@ -153,17 +162,35 @@ class RelViTModule(L.LightningModule):
             logits = self.classifier(cls, tokens)
             out["clf_loss"] = F.cross_entropy(logits, labels)
             out["acc"] = (logits.argmax(-1) == labels).float().mean()
+            if logits.shape[-1] > 10:  # top-5 says little with 10 classes or fewer
+                out["acc_top5"] = (logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean()
             losses.append(out["clf_loss"])
         if self.probe is not None:
-            logits = self.probe(None if cls is None else cls.detach(), tokens.detach())
+            logits = self.probe(tokens.detach() if clean is None else self.clean_tokens(clean))
             out["probe_loss"] = F.cross_entropy(logits, labels)
             out["probe_acc"] = (logits.argmax(-1) == labels).float().mean()
         out["loss"] = torch.stack(losses).sum()
         return out
 
+    @torch.no_grad()
+    def clean_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, N, D] of un-augmented images, as validation computes them (evaluation
+        mode, no patch shuffle), drawing no random number the training would see."""
+        was_training = self.backbone.training
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self.backbone.eval()
+            try:
+                cls, tokens = self.backbone(images, add_pos_embed=self.task.add_pos_embed)
+            finally:
+                self.backbone.train(was_training)
+        if self.task.cls_to_patches and cls is not None:
+            tokens = tokens + cls[:, None]
+        return tokens
+
     def _step(self, batch, split: str) -> torch.Tensor:
-        images, labels = batch
-        out = self.compute_losses(images, labels)
+        images, labels, *clean = batch
+        out = self.compute_losses(images, labels, clean[0] if clean else None)
         # the probe learns from detached features: its loss joins the backward pass, not the total
         loss = out["loss"] + out["probe_loss"] if "probe_loss" in out else out["loss"]
         if split != "train":
@@ -199,12 +226,19 @@ class RelViTModule(L.LightningModule):
     def configure_optimizers(self):
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
+        probe: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
+            if name.startswith("probe."):
+                probe.append(param)
+                continue
             exempt = param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
             (no_decay if exempt and not self.task.decay_all_parameters else decay).append(param)
-        optimizer = fused_on_cuda(self.optimizer_factory, self.device)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if probe:  # its own rate: a linear layer learning from scratch needs more than a pre-trained encoder
+            groups.append({"params": probe, "lr": self.task.probe_lr, "weight_decay": 0.0})
+        optimizer = fused_on_cuda(self.optimizer_factory, self.device)(groups)
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

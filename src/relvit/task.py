@@ -29,6 +29,7 @@ class TaskSpec:
     add_pos_embed: bool = True
     patch_shuffle: bool = False
     online_probe: bool = False
+    probe_lr: float = 0.1
     relation_label_smoothing: float = 0.0
     relation_loss_dropout: float = 0.0
     relation_loss_dropout_needs_smoothing: bool = False

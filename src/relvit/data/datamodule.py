@@ -27,7 +27,7 @@ from relvit.data.loaders import (
     file_transform,
 )
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
-from relvit.data.splits import stratified_split
+from relvit.data.splits import LabelBudget, stratified_split
 from relvit.data.verify import BAD_IMAGE_POLICIES, describe_bad, find_bad_images
 from relvit.distributed import EvalShardSampler, eval_shard, train_batches, train_shard
 
@@ -71,6 +71,10 @@ class RelViTDataModule(L.LightningDataModule):
         seed: int = 0,
         on_bad_image: str = "error",
         decode: str = "auto",
+        labels_per_class: int | None = None,
+        label_fraction: float | None = None,
+        label_seed: int = 0,
+        restrict_labels: bool = True,
     ):
         super().__init__()
         if select_on not in MODEL_SELECTION_SPLITS:
@@ -96,6 +100,7 @@ class RelViTDataModule(L.LightningDataModule):
         self.decode = check_decode(decode)
         # transforms of the batches decoded on the device, by train (True) or evaluation (False)
         self.device_transforms: dict[bool, v2.Compose] = {}
+        self.label_budget = LabelBudget(labels_per_class, label_fraction, label_seed) if restrict_labels else None
         self.splits: dict[str, InMemorySplit | FileSplit] = {}
 
     @property
@@ -117,6 +122,12 @@ class RelViTDataModule(L.LightningDataModule):
         else:
             keep, held = stratified_split(train.labels, self.val_fraction, self.split_seed)
             train, val = _take(train, keep), _take(train, held)
+        if self.label_budget is not None and self.label_budget.active:
+            train = _take(train, self.label_budget.select(train.labels))
+            if len(train) < self.batch_size:
+                # the budget, not the user's batch size, made the set small: one batch holds it all
+                log.info("few labels: data.batch_size %d -> %d, the labelled training images", self.batch_size, len(train))
+                self.batch_size = len(train)
         if len(train) < self.batch_size and self.drop_last:
             raise ValueError(
                 f"data.batch_size={self.batch_size} is larger than the {len(train)} training images, and "
@@ -224,6 +235,17 @@ class RelViTDataModule(L.LightningDataModule):
         return InMemoryLoader(images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed + 1_000_003 * rank,
                               drop_last=train and self.drop_last, epoch=epoch, num_batches=batches, position=position)
 
+    def eval_loader(self, split: str, device: torch.device | str = "cpu"):
+        """Un-augmented batches of the whole of ``split`` (``train`` included) for feature extraction,
+        in a fixed order, unsharded: uint8 images [B, 3, H, W] and labels [B]."""
+        data = self.splits[split]
+        if isinstance(data, InMemorySplit):
+            return InMemoryLoader(data.images.to(device), data.labels.to(device), self.eval_batch_size, shuffle=False)
+        a = self.image_augment
+        transform = file_transform(self.image_size, False, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
+        return DataLoader(FileImageDataset(data.paths, data.labels, transform), batch_size=self.eval_batch_size,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available())
+
     def train_dataloader(self):
         return self._loader("train", train=True)
 
@@ -238,6 +260,10 @@ class RelViTDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         train = self.trainer is not None and self.trainer.training
+        if train and self.trainer is not None and getattr(self.trainer.lightning_module, "wants_clean_view", False):
+            # the online probe learns from the images as validation shows them: no augmentation
+            return (self.transform_batch(images, True, labels.device), labels,
+                    self.transform_batch(images, False, labels.device))
         return self.transform_batch(images, train, labels.device), labels
 
     def transform_batch(self, images: torch.Tensor | EncodedBatch, train: bool,

@@ -23,3 +23,41 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     keep = torch.ones(labels.numel(), dtype=torch.bool)
     keep[held_idx] = False
     return torch.nonzero(keep).flatten(), held_idx
+
+
+class LabelBudget:
+    """Which labelled training images a supervised run keeps: ``per_class`` images of every class, or
+    ``fraction`` of every class (at least one), chosen by a generator seeded with ``seed``. Neither
+    set keeps every image."""
+
+    def __init__(self, per_class: int | None = None, fraction: float | None = None, seed: int = 0):
+        if per_class is not None and fraction is not None:
+            raise ValueError(f"set one of data.labels_per_class={per_class} and data.label_fraction={fraction}, not both")
+        if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+            raise ValueError(f"data.labels_per_class={per_class!r} is invalid: give a whole number of at least 1")
+        if fraction is not None and not 0.0 < fraction <= 1.0:
+            raise ValueError(f"data.label_fraction={fraction!r} is invalid: give a fraction in (0, 1]")
+        self.per_class = per_class
+        self.fraction = fraction
+        self.seed = seed
+
+    @property
+    def active(self) -> bool:
+        return self.per_class is not None or self.fraction is not None
+
+    def select(self, labels: torch.Tensor) -> torch.Tensor:
+        """Sorted indices [M] of the kept images among ``labels`` [N]."""
+        generator = torch.Generator().manual_seed(self.seed)
+        kept = []
+        for cls in torch.unique(labels):
+            members = torch.nonzero(labels == cls).flatten()
+            if self.per_class is not None:
+                if self.per_class > members.numel():
+                    raise ValueError(f"data.labels_per_class={self.per_class} is invalid: class {int(cls)} has only "
+                                     f"{members.numel()} training images")
+                count = self.per_class
+            else:
+                assert self.fraction is not None  # the budget holds one of the two
+                count = max(1, int(round(self.fraction * members.numel())))
+            kept.append(members[torch.randperm(members.numel(), generator=generator)[:count]])
+        return torch.cat(kept).sort().values

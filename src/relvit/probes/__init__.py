@@ -1,0 +1,1 @@
+"""Judging frozen features: extraction, weighted kNN, linear evaluation, the online probe."""

@@ -1,0 +1,39 @@
+"""experiment=relvit_vs_scratch: the sweep runs end to end and fills every cell of its table."""
+import csv
+
+import pytest
+
+from relvit.comparison import table_rows
+
+from conftest import TINY
+
+
+@pytest.mark.slow  # seven tiny runs and four frozen evaluations: about 2 minutes on 2 CPU cores
+def test_relvit_vs_scratch_runs_end_to_end_and_fills_its_table(cli, tmp_path):
+    tiny = [o for o in TINY if not o.startswith(("backbone=", "trainer.max_epochs"))]
+    code, out, err = cli("train.py", "experiment=relvit_vs_scratch", *tiny, "trainer.max_epochs=1", "seed=1",
+                         f"paths.log_dir={tmp_path / 'outputs'}")
+    assert code == 0, err[-3000:]
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    with open(sweep / "relvit_vs_scratch.csv") as f:
+        rows = list(csv.reader(f))
+    names = [r[0] for r in rows[1:]]
+    for budget in ("100pct", "10pct", "1pct"):
+        assert f"fine-tuning test/acc, labels {budget}" in names
+    assert {"frozen test/knn_acc_mean", "frozen test/linear_acc_cls", "pre-training val/rel_acc"} <= set(names)
+    assert all(cell.strip() for row in rows for cell in row)  # every cell filled ("-" where a column has no meaning)
+    assert all(" ± " in row[1] for row in rows[1:])
+    assert (sweep / "relvit_vs_scratch.md").read_text().count("\n|") == len(rows) + 1  # and the separator line
+    assert (sweep / "0" / "1pct" / "relvit" / "checkpoints" / "best.ckpt").is_file()
+    assert (sweep / "0" / "1pct" / "scratch" / "metrics.json").is_file()
+
+
+def test_the_table_gives_mean_and_std_over_seeds():
+    def job(seed, relvit, scratch):
+        return {"seed": seed, "wall_s": 1.0, "pretrain": {"val/rel_acc": 0.5},
+                "frozen": {"pretrained": {"test/knn_acc_mean": relvit}, "random": {"test/knn_acc_mean": scratch}},
+                "finetune": {"100pct": {"relvit": {"test/acc": relvit}, "scratch": {"test/acc": scratch}}}}
+
+    rows = table_rows([job(1, 0.8, 0.6), job(2, 0.6, 0.6)])
+    assert rows[1] == ["fine-tuning test/acc, labels 100pct", "0.7000 ± 0.1414", "0.6000 ± 0.0000", "0.1000 ± 0.1414"]
+    assert rows[2][0] == "frozen test/knn_acc_mean" and rows[3] == ["pre-training val/rel_acc", "0.5000 ± 0.0000", "-", "-"]
