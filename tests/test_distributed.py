@@ -43,8 +43,10 @@ def test_two_process_run_matches_a_one_process_evaluation(task, tmp_path):
     cfg = compose_config(tmp_path / "eval", [f"ckpt_path={trained['best_checkpoint']}", "trainer=cpu"], config_name="evaluate")
     alone = evaluate(cfg, overrides=["trainer=cpu"])
     for split in ("val", "test"):
-        assert trained[split].keys() == alone[split].keys()
-        for key, value in trained[split].items():
+        # the kNN monitor's figures come from a callback of training; evaluate.py protocol=knn measures them
+        judged = {key: value for key, value in trained[split].items() if "knn" not in key}
+        assert judged.keys() == alone[split].keys()
+        for key, value in judged.items():
             assert value == pytest.approx(alone[split][key], abs=1e-4), key
 
 
@@ -133,7 +135,8 @@ def test_ranks_that_lightning_starts_run_rank_zeros_job(monkeypatch):
 
 def test_ranks_from_srun_share_one_run_id(monkeypatch):
     for key in ("RELVIT_PARENT_JOB", "RELVIT_RUN_ID", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded, so that what the code under test sets is undone after the test
+        monkeypatch.delenv(key)
     monkeypatch.setenv("SLURM_JOB_ID", "123")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "4")

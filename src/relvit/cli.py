@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.config_checks import check_config
 from relvit.errors import ConfigError, RunFailed, UserError
 from relvit.guards import RunInterrupted
-from relvit.hardware import resolve_precision  # noqa: F401 -- registers the trainer.precision resolver
 from relvit.saved_config import rebuild, resume_config
 from relvit.task import check_task_overrides
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from relvit.errors import ConfigError
@@ -25,8 +24,6 @@ def resolve_precision(accelerator: Any = "auto") -> str:
     on_cuda = str(accelerator) in CUDA_ACCELERATORS and torch.cuda.is_available()
     return "bf16-mixed" if on_cuda and torch.cuda.is_bf16_supported() else "32-true"
 
-
-OmegaConf.register_new_resolver("relvit_precision", resolve_precision, replace=True)
 
 
 def fused_on_cuda(factory: Callable[..., torch.optim.Optimizer], device: torch.device) -> Callable[..., torch.optim.Optimizer]:

@@ -197,7 +197,10 @@ class RelViTDataModule(L.LightningDataModule):
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             if decodes_on_device(self.decode, device, data.paths):
                 dataset = EncodedImageDataset(data.paths, data.labels)
-                self.device_transforms[train] = without_pil_step(transform)
+                # both: a training batch may also be shown as validation sees it (the online probe)
+                for mode in (True, False):
+                    self.device_transforms[mode] = without_pil_step(
+                        file_transform(self.image_size, mode, a.train_transform, a.eval_transform, a.crop_padding, a.hflip))
                 collate = collate_encoded
             else:
                 dataset = FileImageDataset(data.paths, data.labels, transform)

@@ -22,7 +22,7 @@ def knn_pretrained_vs_random(cfg: DictConfig, checkpoint: str, split: str = "tes
 
     content = read_checkpoint(checkpoint)
     run_cfg = rebuild(saved_run_config(content, "pretrained", checkpoint), cfg, [])
-    run_cfg.pretrained = run_cfg.resume = run_cfg.finetune = None
+    run_cfg.pretrained = run_cfg.resume = run_cfg.finetune = run_cfg.extend_to_epochs = None
     run_cfg = trusted_resolved(run_cfg, f"the config saved in {checkpoint}")
     with torch.random.fork_rng(devices=[]):
         L.seed_everything(int(run_cfg.seed), workers=True, verbose=False)
