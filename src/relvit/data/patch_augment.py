@@ -21,7 +21,6 @@ from relvit.data.patch_colour import (  # noqa: F401 -- the ops are part of this
     adjust_hue,
     adjust_tone,
     color_jitter,
-    compiled_recolour,
     recolour,
     to_grayscale,
 )
@@ -220,9 +219,8 @@ class PatchAugment(torch.nn.Module):
 
         if params.crop_box is not None:
             x = crop_resize_tlhw(x, params.crop_box)
-        run = compiled_recolour if self.compile_ops else recolour
-        x = run(x, tuple(self.ops), params.jitter, params.jitter_order, params.jitter_factors, params.gray,
-                params.noise, params.noise_values)
+        x = recolour(x, tuple(self.ops), params.jitter, params.jitter_order, params.jitter_factors, params.gray,
+                     params.noise, params.noise_values, compiled=self.compile_ops)
 
         x = x.reshape(batch, gh, gw, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(batch, 3, height, width)
         return x.to(images.dtype)

@@ -2,7 +2,7 @@
 parameters [M], each with the maths of its torchvision counterpart.
 
 ``recolour`` runs the spec's ops in order. Eager, every op is a few whole passes over the batch; the
-compiled form (``compiled_recolour``) fuses them into a handful of loops, which at 224 px with 32 px
+compiled form (``recolour(..., compiled=True)``) fuses them into a handful of loops, which at 224 px with 32 px
 patches is where the pipeline's time goes.
 """
 from __future__ import annotations
@@ -110,35 +110,6 @@ def color_jitter(x: Tensor, order: Tensor, factors: Tensor, tone: Callable[..., 
     return x
 
 
-def recolour(
-    x: Tensor,
-    ops: tuple[str, ...],
-    jitter: Tensor,
-    jitter_order: Tensor,
-    jitter_factors: Tensor,
-    gray: Tensor,
-    noise: Tensor,
-    noise_values: Tensor | None,
-    compiled: bool = False,
-) -> Tensor:
-    """The colour ops named in ``ops``, in that order, on the patches that drew them; ``compiled`` runs
-    the tone and hue ops compiled.
-
-    x float [M, 3, P, P]; jitter, gray, noise bool [M]; jitter_order int64 [M, 4]; jitter_factors [M, 4];
-    noise_values [M, 3, P, P] or None -> [M, 3, P, P].
-    """
-    for name in ops:
-        if name == "colJitter":
-            ops_impl = _compiled_ops() if compiled else (adjust_tone, adjust_hue)
-            jittered = color_jitter(x, jitter_order, jitter_factors.to(x.dtype), *ops_impl)
-            x = torch.where(_per_patch(jitter), jittered, x)
-        elif name == "grayScale":
-            x = torch.where(_per_patch(gray), to_grayscale(x), x)
-        elif name == "randomNoise" and noise_values is not None:
-            x = torch.where(_per_patch(noise), noise_values.to(x.dtype), x)
-    return x
-
-
 _compiled: tuple[Callable[..., Tensor], Callable[..., Tensor]] | None = None
 _compile_failed = False
 
@@ -152,7 +123,7 @@ def _compiled_ops() -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
     return _compiled
 
 
-def compiled_recolour(
+def recolour(
     x: Tensor,
     ops: tuple[str, ...],
     jitter: Tensor,
@@ -161,19 +132,34 @@ def compiled_recolour(
     gray: Tensor,
     noise: Tensor,
     noise_values: Tensor | None,
+    compiled: bool = False,
 ) -> Tensor:
-    """``recolour`` with its tone and hue ops compiled by torch.compile (one compilation per batch
-    shape, device and dtype).
+    """The colour ops named in ``ops``, in that order, on the patches that drew them; ``compiled`` runs
+    the tone and hue ops compiled by torch.compile (one compilation per batch shape, device and dtype).
+    Where the compiler is missing or fails, this warns once and runs the eager ops (the same result).
 
-    Where the compiler is missing or fails (no C++ toolchain, an unsupported device), this warns once
-    and runs the eager ops, which give the same result.
+    x float [M, 3, P, P]; jitter, gray, noise bool [M]; jitter_order int64 [M, 4]; jitter_factors [M, 4];
+    noise_values [M, 3, P, P] or None -> [M, 3, P, P].
     """
     global _compile_failed
-    args = (x, ops, jitter, jitter_order, jitter_factors, gray, noise, noise_values)
-    if not _compile_failed:
+    if compiled and not _compile_failed:
         try:
-            return recolour(*args, compiled=True)
+            return _recolour(x, ops, jitter, jitter_order, jitter_factors, gray, noise, noise_values, _compiled_ops())
         except Exception as err:  # noqa: BLE001 -- any compiler failure: the eager path is exact
             _compile_failed = True
             log.warning("compiling the per-patch colour ops failed, running them eagerly: %s", str(err).splitlines()[0])
-    return recolour(*args)
+    return _recolour(x, ops, jitter, jitter_order, jitter_factors, gray, noise, noise_values, (adjust_tone, adjust_hue))
+
+
+def _recolour(x: Tensor, ops: tuple[str, ...], jitter: Tensor, jitter_order: Tensor, jitter_factors: Tensor,
+              gray: Tensor, noise: Tensor, noise_values: Tensor | None,
+              ops_impl: tuple[Callable[..., Tensor], Callable[..., Tensor]]) -> Tensor:
+    for name in ops:
+        if name == "colJitter":
+            jittered = color_jitter(x, jitter_order, jitter_factors.to(x.dtype), *ops_impl)
+            x = torch.where(_per_patch(jitter), jittered, x)
+        elif name == "grayScale":
+            x = torch.where(_per_patch(gray), to_grayscale(x), x)
+        elif name == "randomNoise" and noise_values is not None:
+            x = torch.where(_per_patch(noise), noise_values.to(x.dtype), x)
+    return x
