@@ -166,7 +166,12 @@ class RelViTModule(L.LightningModule):
                 out["acc_top5"] = (logits.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean()
             losses.append(out["clf_loss"])
         if self.probe is not None:
-            logits = self.probe(tokens.detach() if clean is None else self.clean_tokens(clean))
+            # the probe reads (and in training keeps, for its fit) features it can never send a gradient to
+            probe_tokens = tokens.detach() if clean is None else self.clean_tokens(clean)
+            if self.training:
+                self.probe.collect(probe_tokens, labels)
+            with torch.no_grad():
+                logits = self.probe(probe_tokens)
             out["probe_loss"] = F.cross_entropy(logits, labels)
             out["probe_acc"] = (logits.argmax(-1) == labels).float().mean()
         out["loss"] = torch.stack(losses).sum()
@@ -191,8 +196,7 @@ class RelViTModule(L.LightningModule):
     def _step(self, batch, split: str) -> torch.Tensor:
         images, labels, *clean = batch
         out = self.compute_losses(images, labels, clean[0] if clean else None)
-        # the probe learns from detached features: its loss joins the backward pass, not the total
-        loss = out["loss"] + out["probe_loss"] if "probe_loss" in out else out["loss"]
+        loss = out["loss"]
         if split != "train":
             self._log_exact_means(out, split, images.shape[0])
             return loss
@@ -226,36 +230,52 @@ class RelViTModule(L.LightningModule):
     def configure_optimizers(self):
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
-        probe: list[nn.Parameter] = []
         for name, param in self.named_parameters():
             if not param.requires_grad:
-                continue
-            if name.startswith("probe."):
-                probe.append(param)
                 continue
             exempt = param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
             (no_decay if exempt and not self.task.decay_all_parameters else decay).append(param)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        if probe:  # its own rate: a linear layer learning from scratch needs more than a pre-trained encoder
-            groups.append({"params": probe, "lr": self.task.probe_lr, "weight_decay": 0.0})
         optimizer = fused_on_cuda(self.optimizer_factory, self.device)(groups)
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip the online probe's gradients apart from those the losses train: in one global norm
-        the probe's would change how much the backbone's are scaled."""
-        if not gradient_clip_val:
+    # ---------------------------------------------------------------------------- online probe
+    def on_train_epoch_start(self) -> None:
+        if self.probe is not None:
+            self.probe.clear()
+            self._probe_fitted = False
+
+    def on_validation_epoch_start(self) -> None:
+        if self.probe is not None and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self._fit_probe()
+
+    def on_train_epoch_end(self) -> None:
+        # epochs without a validation fit here, so a run's probe always ends fitted to its last epoch
+        if self.probe is not None and not getattr(self, "_probe_fitted", True):
+            self._fit_probe()
+
+    def _fit_probe(self) -> None:
+        assert self.probe is not None
+        loss = self.probe.fit(self.task.probe_lr, self.task.probe_steps, seed=self.global_step)
+        self._probe_fitted = True
+        if loss is not None:
+            self.log("train/probe_fit_loss", loss, on_step=False, on_epoch=True, sync_dist=False)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # runs saved when the probe trained in the run's optimiser have a third parameter group (the
+        # probe's); the optimiser now has two: drop it, so those runs still resume
+        if self.probe is None:
             return
-        with_grad = [(name, p) for name, p in self.named_parameters() if p.grad is not None]
-        probe = [p for name, p in with_grad if name.startswith("probe.")]
-        for params in ([p for name, p in with_grad if not name.startswith("probe.")], probe):
-            if not params:
-                continue
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        for state in checkpoint.get("optimizer_states", []):
+            groups = state.get("param_groups", [])
+            if len(groups) == 3:
+                dropped = set(groups.pop()["params"])
+                state["state"] = {k: v for k, v in state.get("state", {}).items() if k not in dropped}
+        for scheduler in checkpoint.get("lr_schedulers", []):
+            for key in ("base_lrs", "_last_lr"):
+                if len(scheduler.get(key) or []) == 3:
+                    scheduler[key] = scheduler[key][:2]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the composed run config, as plain containers, so evaluate.py can rebuild the run

@@ -30,6 +30,7 @@ class TaskSpec:
     patch_shuffle: bool = False
     online_probe: bool = False
     probe_lr: float = 0.1
+    probe_steps: int = 100
     relation_label_smoothing: float = 0.0
     relation_loss_dropout: float = 0.0
     relation_loss_dropout_needs_smoothing: bool = False

@@ -49,3 +49,69 @@ def test_online_probe_ends_within_five_points_of_an_offline_linear_probe(cli, tm
     offline = linear_eval(*((feats[s].by_kind["mean"], feats[s].labels) for s in ("train", "val")), None, 10,
                           lrs=[1e-3, 1e-2, 1e-1], weight_decays=[0.0, 1e-4, 1e-2], steps=300).val_acc
     assert abs(online - offline) <= 0.05, (online, offline)
+
+
+def test_the_probe_fits_the_features_of_the_epoch_and_empties_its_bank():
+    from relvit.probes.online import OnlineProbe
+
+    torch.manual_seed(0)
+    centres = torch.randn(4, 8) * 3
+    labels = torch.arange(4).repeat(50)
+    patches = centres[labels][:, None] + 0.3 * torch.randn(200, 5, 8)  # [B, N, D]: the mean token is separable
+    probe = OnlineProbe(8, 4)
+    for x, y in zip(patches.split(64), labels.split(64)):
+        probe.collect(x, y)
+    assert probe.banked == 200
+    state = torch.get_rng_state()
+    probe.fit(lr=0.1, steps=50, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # its draws come from its own generator
+    assert probe.banked == 0 and probe.fits == 1
+    assert torch.allclose(probe.norm.running_mean, patches.mean(1).mean(0), atol=1e-5)
+    assert (probe(patches).argmax(-1) == labels).float().mean() == 1.0
+    shuffled = labels[torch.randperm(200)]  # no structure left: a fit can only memorise so much of 200 points in 8-d
+    fresh = OnlineProbe(8, 4)
+    fresh.collect(patches, shuffled)
+    fresh.fit(lr=0.1, steps=50, seed=0)
+    assert (fresh(patches).argmax(-1) == shuffled).float().mean() < 0.6
+    assert fresh.fit(lr=0.1, steps=50) is None  # an empty bank: nothing to fit, weights kept
+
+
+def test_runs_saved_with_the_probe_in_the_optimiser_still_resume(tiny_cfg):
+    module = build(tiny_cfg("task=upstream")).module
+    old = {"optimizer_states": [{"state": {0: "a", 1: "b", 7: "probe"},
+                                 "param_groups": [{"params": [0, 1]}, {"params": [2, 3]}, {"params": [7, 8]}]}],
+           "lr_schedulers": [{"base_lrs": [5e-4, 5e-4, 0.1], "_last_lr": [1e-4, 1e-4, 0.02]}]}
+    module.on_load_checkpoint(old)
+    assert old["optimizer_states"][0]["param_groups"] == [{"params": [0, 1]}, {"params": [2, 3]}]
+    assert old["optimizer_states"][0]["state"] == {0: "a", 1: "b"}
+    assert old["lr_schedulers"][0] == {"base_lrs": [5e-4, 5e-4], "_last_lr": [1e-4, 1e-4]}
+
+
+def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from relvit.probes.online import _gather_rows
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        n = 3 if rank == 0 else 5  # uneven banks: the last batch of an epoch can differ between processes
+        features = torch.full((n, 2), float(rank)) + torch.arange(n, dtype=torch.float)[:, None]
+        gathered = _gather_rows(features, torch.full((n,), rank))
+        torch.save(gathered, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_process_fits_the_banks_of_all_processes_in_rank_order(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gather_on_rank, args=(port, str(tmp_path)), nprocs=2)
+    (f0, y0), (f1, y1) = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    assert torch.equal(f0, f1) and torch.equal(y0, y1)
+    assert y0.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert f0[:, 0].tolist() == [0, 1, 2, 1, 2, 3, 4, 5]

@@ -1,28 +1,131 @@
-"""The online linear probe of pre-training runs: a linear classifier on detached features."""
+"""The online linear probe of pre-training runs: a linear classifier on detached, un-augmented features.
+
+A probe trained by one small step per batch lags behind an encoder whose features keep moving, and
+ends far below a linear classifier fitted on the final features. This one keeps the clean features
+and labels of the current epoch's training batches (a bank of [N, D]; N the epoch's training images
+on this process), and before every validation fits itself to them: the standardisation set to the
+bank's mean and variance, then ``steps`` Adam steps on random batches of the bank, warm-started from
+the previous fit, the rate decaying from ``lr`` to 0 along a half cosine. Under DDP the banks of all
+processes are gathered first, and every process runs the same fit with the same draws, so the
+weights stay identical without a gradient all-reduce. The fit draws from its own generator and
+never enters the backbone's backward pass or optimiser: a run trains the backbone bit for bit as
+without the probe.
+"""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 
 class OnlineProbe(nn.Module):
-    """Linear classifier on the mean patch token [B, N, D] -> logits [B, C].
-
-    The features are standardised by a BatchNorm without affine parameters: the encoder's feature
-    scale drifts during pre-training, and a plain linear layer at a small learning rate would spend
-    the whole run catching up with it.
-    """
+    """Linear classifier on the mean patch token: patches [B, N, D] -> logits [B, C]."""
 
     def __init__(self, embed_dim: int, num_classes: int):
         super().__init__()
+        # statistics only (no affine part), set from the bank at every fit; never updated by forward
         self.norm = nn.BatchNorm1d(embed_dim, affine=False)
         self.fc = nn.Linear(embed_dim, num_classes)
+        self.fc.requires_grad_(False)  # trained by `fit` alone, never by the run's optimiser
+        self._bank: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.fits = 0
+
+    @staticmethod
+    def pool(patches: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] -> [B, D]: the mean patch token."""
+        return patches.mean(dim=1)
+
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, var = self.norm.running_mean, self.norm.running_var
+        assert mean is not None and var is not None  # BatchNorm1d with track_running_stats (the default)
+        return mean, var
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, D] -> [B, D] with the statistics of the last fit."""
+        mean, var = self._statistics()
+        return (features - mean) * torch.rsqrt(var + self.norm.eps)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(patches.mean(dim=1)))
+        return self.fc(self.standardise(self.pool(patches)))
+
+    # ------------------------------------------------------------------------------- the bank
+    @torch.no_grad()
+    def collect(self, patches: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep the pooled clean features [B, D] and labels [B] of one training batch."""
+        self._bank.append((self.pool(patches.detach()).float(), labels.detach()))
+
+    def clear(self) -> None:
+        self._bank = []
+
+    @property
+    def banked(self) -> int:
+        return sum(len(labels) for _, labels in self._bank)
+
+    # -------------------------------------------------------------------------------- the fit
+    def fit(self, lr: float, steps: int, batch_size: int = 256, seed: int = 0) -> float | None:
+        """Fit to the bank (gathered over processes) and empty it; returns the last batch's loss,
+        or None when the bank is empty on every process."""
+        features, labels = _gather_rows(*self._bank_tensors())
+        self.clear()
+        if len(labels) == 0:
+            return None
+        with torch.no_grad():
+            mean, var = self._statistics()
+            mean.copy_(features.mean(0))
+            var.copy_(features.var(0, unbiased=False))
+        x = self.standardise(features)
+        weight = self.fc.weight.detach().clone().requires_grad_(True)
+        bias = self.fc.bias.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([weight, bias], lr=lr)
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        loss = torch.zeros(())
+        with torch.enable_grad():
+            for step in range(steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                rows = torch.randint(0, len(labels), (min(batch_size, len(labels)),), device=x.device, generator=generator)
+                loss = F.cross_entropy(F.linear(x[rows], weight, bias), labels[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            self.fc.weight.copy_(weight)
+            self.fc.bias.copy_(bias)
+        self.fits += 1
+        return float(loss.detach())
+
+    def _bank_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._bank:
+            return torch.cat([f for f, _ in self._bank]), torch.cat([y for _, y in self._bank])
+        device = self.fc.weight.device
+        return torch.zeros(0, self.fc.in_features, device=device), torch.zeros(0, dtype=torch.long, device=device)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints of a probe without standardisation hold no statistics: it starts with fresh ones
         for name, value in self.norm.state_dict().items():
             state_dict.setdefault(f"{prefix}norm.{name}", value)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _gather_rows(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of every process, in rank order ([sum N_r, D], [sum N_r]); unchanged on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features, labels
+    world = dist.get_world_size()
+    count = torch.tensor([len(labels)], device=features.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    most = int(max(int(c) for c in counts))
+    padded_f = features.new_zeros(most, features.shape[1])
+    padded_f[: len(labels)] = features
+    padded_y = labels.new_zeros(most)
+    padded_y[: len(labels)] = labels
+    all_f = [torch.zeros_like(padded_f) for _ in range(world)]
+    all_y = [torch.zeros_like(padded_y) for _ in range(world)]
+    dist.all_gather(all_f, padded_f)
+    dist.all_gather(all_y, padded_y)
+    n = [int(c) for c in counts]
+    return torch.cat([f[:k] for f, k in zip(all_f, n)]), torch.cat([y[:k] for y, k in zip(all_y, n)])
