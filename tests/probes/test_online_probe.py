@@ -33,9 +33,9 @@ def test_training_batches_carry_a_clean_view_that_the_probe_reads(tiny_cfg):
         assert torch.allclose(tokens, module.backbone(clean, add_pos_embed=False)[1])  # as validation sees them
 
 
-@pytest.mark.slow
-def test_online_probe_ends_within_five_points_of_an_offline_linear_probe(cli, tmp_path):
-    overrides = ["task=upstream", "backbone=vit_tiny", "backbone.depth=2", "trainer.max_epochs=30", "data.batch_size=128",
+@pytest.mark.parametrize("epochs", [6, pytest.param(30, marks=pytest.mark.slow)])
+def test_online_probe_ends_within_five_points_of_an_offline_linear_probe(cli, tmp_path, epochs):
+    overrides = ["task=upstream", "backbone=vit_tiny", "backbone.depth=2", f"trainer.max_epochs={epochs}", "data.batch_size=128",
                  "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"paths.output_dir={tmp_path / 'run'}"]
     code, _, err = cli("train.py", *overrides)
     assert code == 0, err[-3000:]
@@ -48,6 +48,7 @@ def test_online_probe_ends_within_five_points_of_an_offline_linear_probe(cli, tm
     feats = {s: extract_features(run.module.backbone, run.datamodule, s, False) for s in ("train", "val")}
     offline = linear_eval(*((feats[s].by_kind["mean"], feats[s].labels) for s in ("train", "val")), None, 10,
                           lrs=[1e-3, 1e-2, 1e-1], weight_decays=[0.0, 1e-4, 1e-2], steps=300).val_acc
+    print(f"online probe {online:.4f}, offline linear probe {offline:.4f}")
     assert abs(online - offline) <= 0.05, (online, offline)
 
 
