@@ -77,6 +77,33 @@ def eval_shard(n: int, rank: int, world: int) -> range:
     return range(start, (rank + 1) * n // world)
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows of every process, in rank order: tensors [N_r, ...] (the same N_r within a process,
+    any N_r across processes) -> [sum N_r, ...] on every process; unchanged on one process."""
+    rank, world = process_group()
+    if world == 1:
+        return tensors
+    count = torch.tensor([len(tensors[0])], device=tensors[0].device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    gathered = []
+    for t in tensors:
+        padded = t.new_zeros(max(sizes), *t.shape[1:])  # all_gather needs one shape on every process
+        padded[: len(t)] = t
+        parts = [torch.zeros_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        gathered.append(torch.cat([part[:n] for part, n in zip(parts, sizes)]))
+    return tuple(gathered)
+
+
 class EvalShardSampler(DistributedSampler):
     """Serves this rank's ``eval_shard`` in order. A DistributedSampler (so Lightning keeps it), but
     without the padding that would count repeated samples in the metrics."""

@@ -87,32 +87,3 @@ def test_runs_saved_with_the_probe_in_the_optimiser_still_resume(tiny_cfg):
     assert old["optimizer_states"][0]["state"] == {0: "a", 1: "b"}
     assert old["lr_schedulers"][0] == {"base_lrs": [5e-4, 5e-4], "_last_lr": [1e-4, 1e-4]}
 
-
-def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    from relvit.probes.online import _gather_rows
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        n = 3 if rank == 0 else 5  # uneven banks: the last batch of an epoch can differ between processes
-        features = torch.full((n, 2), float(rank)) + torch.arange(n, dtype=torch.float)[:, None]
-        gathered = _gather_rows(features, torch.full((n,), rank))
-        torch.save(gathered, f"{out_dir}/{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_every_process_fits_the_banks_of_all_processes_in_rank_order(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_gather_on_rank, args=(port, str(tmp_path)), nprocs=2)
-    (f0, y0), (f1, y1) = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
-    assert torch.equal(f0, f1) and torch.equal(y0, y1)
-    assert y0.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
-    assert f0[:, 0].tolist() == [0, 1, 2, 1, 2, 3, 4, 5]

@@ -238,15 +238,19 @@ class RelViTDataModule(L.LightningDataModule):
         return InMemoryLoader(images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed + 1_000_003 * rank,
                               drop_last=train and self.drop_last, epoch=epoch, num_batches=batches, position=position)
 
-    def eval_loader(self, split: str, device: torch.device | str = "cpu"):
-        """Un-augmented batches of the whole of ``split`` (``train`` included) for feature extraction,
-        in a fixed order, unsharded: uint8 images [B, 3, H, W] and labels [B]."""
+    def eval_loader(self, split: str, device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)):
+        """Un-augmented batches of ``split`` (``train`` included) for feature extraction, in a fixed
+        order: uint8 images [B, 3, H, W] and labels [B]; of the whole split, or of the contiguous
+        ``eval_shard`` of process ``shard[0]`` out of ``shard[1]``."""
         data = self.splits[split]
+        rows = eval_shard(len(data.labels), *shard)
         if isinstance(data, InMemorySplit):
-            return InMemoryLoader(data.images.to(device), data.labels.to(device), self.eval_batch_size, shuffle=False)
+            images, labels = data.images[rows.start:rows.stop], data.labels[rows.start:rows.stop]
+            return InMemoryLoader(images.to(device), labels.to(device), self.eval_batch_size, shuffle=False)
         a = self.image_augment
         transform = file_transform(self.image_size, False, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
-        return DataLoader(FileImageDataset(data.paths, data.labels, transform), batch_size=self.eval_batch_size,
+        paths, labels = list(data.paths)[rows.start:rows.stop], data.labels[rows.start:rows.stop]
+        return DataLoader(FileImageDataset(paths, labels, transform), batch_size=self.eval_batch_size,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available())
 
     def train_dataloader(self):

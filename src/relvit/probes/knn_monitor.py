@@ -13,8 +13,9 @@ class KNNMonitor(L.Callback):
     """After every ``every_n_epochs``-th validation of a run without a supervised head (and after the
     last one, and in ``trainer.validate``), logs ``val/knn_acc`` (and ``val/knn_acc_<kind>`` for each
     feature kind of ``features``): the training split's features, computed on the model's device
-    without augmentation, vote for each validation image. Every process computes the whole split,
-    so the figure is the same on every rank; no random number is drawn."""
+    without augmentation, vote for each validation image. Under DDP each process encodes its own
+    slice of both splits and every process gets all the features, so the figure is the same on every
+    rank; no random number is drawn."""
 
     def __init__(self, every_n_epochs: int = 5, features: str = "mean", k: int = 20, temperature: float = 0.07):
         if every_n_epochs < 1:
@@ -39,8 +40,8 @@ class KNNMonitor(L.Callback):
         if task is None or task.supervised or datamodule is None or not self.due(trainer):
             return
         backbone: TokenBackbone = pl_module.backbone  # type: ignore[assignment]
-        train = extract_features(backbone, datamodule, "train", task.add_pos_embed, pl_module.device)
-        val = extract_features(backbone, datamodule, "val", task.add_pos_embed, pl_module.device)
+        train = extract_features(backbone, datamodule, "train", task.add_pos_embed, pl_module.device, sharded=True)
+        val = extract_features(backbone, datamodule, "val", task.add_pos_embed, pl_module.device, sharded=True)
         kinds = feature_kinds(self.features, backbone.has_cls_token)
         for kind in kinds:
             acc = knn_accuracy(train.by_kind[kind], train.labels, val.by_kind[kind], val.labels, datamodule.num_classes,

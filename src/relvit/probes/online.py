@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from relvit.distributed import gather_rows
 
 
 class OnlineProbe(nn.Module):
@@ -68,7 +69,7 @@ class OnlineProbe(nn.Module):
     def fit(self, lr: float, steps: int, batch_size: int = 256, seed: int = 0) -> float | None:
         """Fit to the bank (gathered over processes) and empty it; returns the last batch's loss,
         or None when the bank is empty on every process."""
-        features, labels = _gather_rows(*self._bank_tensors())
+        features, labels = gather_rows(*self._bank_tensors())
         self.clear()
         if len(labels) == 0:
             return None
@@ -109,23 +110,3 @@ class OnlineProbe(nn.Module):
             state_dict.setdefault(f"{prefix}norm.{name}", value)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-
-def _gather_rows(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows of every process, in rank order ([sum N_r, D], [sum N_r]); unchanged on one process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return features, labels
-    world = dist.get_world_size()
-    count = torch.tensor([len(labels)], device=features.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    most = int(max(int(c) for c in counts))
-    padded_f = features.new_zeros(most, features.shape[1])
-    padded_f[: len(labels)] = features
-    padded_y = labels.new_zeros(most)
-    padded_y[: len(labels)] = labels
-    all_f = [torch.zeros_like(padded_f) for _ in range(world)]
-    all_y = [torch.zeros_like(padded_y) for _ in range(world)]
-    dist.all_gather(all_f, padded_f)
-    dist.all_gather(all_y, padded_y)
-    n = [int(c) for c in counts]
-    return torch.cat([f[:k] for f, k in zip(all_f, n)]), torch.cat([y[:k] for y, k in zip(all_y, n)])
