@@ -83,6 +83,20 @@ def quickstart(tiny: bool) -> str:
     return "\n".join(lines)
 
 
+def relvit_vs_scratch(tiny: bool) -> str:
+    """The three-seed table of ``experiment=relvit_vs_scratch`` as the sweep writes it, with its wall time."""
+    budget = [*TINY_RUN, "data.batch_size=16", 'comparison.finetune=["task=downstream","trainer.max_epochs=1"]',
+              "comparison.linear.steps=20", "hydra.sweeper.params.seed=1"] if tiny else []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        _python([str(REPO / "train.py"), "experiment=relvit_vs_scratch", *budget, "trainer.enable_progress_bar=false"],
+                cwd=Path(tmp))
+        wall = time.perf_counter() - start
+        (table,) = Path(tmp).glob("multirun/*/relvit_vs_scratch.md")
+        rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
+    return "\n".join([f"Whole sweep: {wall / 60:.1f} min of wall time.", "", *rows])
+
+
 def backbones(tiny: bool) -> str:
     return _python([str(REPO / "benchmarks" / "param_counts.py")]).strip()
 
@@ -95,6 +109,7 @@ def data_pipeline(tiny: bool) -> str:
 
 SECTIONS: dict[str, Section] = {
     "quickstart": Section("results.md", "python train.py experiment=quickstart", quickstart),
+    "relvit_vs_scratch": Section("relvit_vs_scratch.md", "python train.py experiment=relvit_vs_scratch", relvit_vs_scratch),
     "backbones": Section("backbones.md", "python benchmarks/param_counts.py", backbones),
     "data_pipeline": Section("data_pipeline.md", "python benchmarks/data_pipeline.py", data_pipeline),
 }

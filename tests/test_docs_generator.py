@@ -30,13 +30,16 @@ def test_sections_are_measured_and_stamped(tmp_path):
     assert f"commit {sha}" in results and "torch " in results and " cores, " in results
     rows = re.findall(r"^\| (RelViT|fine-tuning from scratch).*\| (\d\.\d{4}) \| (\d\.\d{4}) \| \d+ s \|$", results, re.M)
     assert [row[0] for row in rows] == ["RelViT", "fine-tuning from scratch"]
+    assert generate.main(["relvit_vs_scratch", "--tiny", "--docs-dir", str(tmp_path)]) == 0
+    table = (tmp_path / "relvit_vs_scratch.md").read_text()
+    assert "Whole sweep: " in table and "| fine-tuning test/acc, labels 1pct | " in table
     backbones = (tmp_path / "backbones.md").read_text()
     assert "<!-- generated: backbones -->" in backbones and "| ViT-Small/4 |" in backbones
 
 
 def test_an_unknown_section_is_named_with_the_valid_ones(capsys):
     assert generate.main(["quikstart"]) == 2
-    assert "unknown section 'quikstart'; valid: quickstart, backbones" in capsys.readouterr().err
+    assert "unknown section 'quikstart'; valid: quickstart, relvit_vs_scratch, backbones" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("doc", ["backbones.md"])
