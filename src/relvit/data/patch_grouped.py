@@ -5,12 +5,15 @@ order, grayscale, noise): every op then runs once, in place, on the contiguous s
 that drew it, instead of every op on every patch with masks blending the results in (the sync-free
 form in ``relvit.data.patch_colour``, which accelerators run). The crop reads every patch's box
 straight out of the images in the sorted order, one gather; the bilinear resize is a few slices
-blended with fixed weights. The ops avoid what is slow on the CPU (boolean masks, ``where``,
-reductions over the channels, broadcasts over the pixels), and the hue has a division-light
-closed form. The results equal the sync-free form's, and torchvision's, within 1e-5.
+blended with fixed weights; one gather of pixel rows puts the patches back. The ops avoid what is
+slow on the CPU (boolean masks, ``where``, reductions over the channels, a plane broadcast over the
+channels), and the hue has a closed form with one division. The results equal the sync-free
+form's, and torchvision's, within 1e-5.
 """
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +22,8 @@ from torch import Tensor
 
 from relvit.data.patch_colour import _LUMA, adjust_hue
 
-# Patches per slice of an op, so that an op's intermediates stay in the core's cache.
+# Elements per slice of the hue (and of the grayscale and noise runs): the hue's dozen intermediates
+# must stay in the core's cache. The tone ops, with few intermediates, run on whole runs.
 CHUNK_ELEMENTS = 1 << 17
 
 
@@ -37,16 +41,20 @@ class Group:
 
 def sort_patches(jitter: Tensor, order: Tensor, gray: Tensor, noise: Tensor) -> tuple[Tensor, list[Group]]:
     """Sort the M patches by their draws: jitter, gray, noise bool [M], order int64 [M, 4] ->
-    (the patches' indices in sorted order, int64 [M]; the groups of equal draws, in that order)."""
+    (the patches' indices in sorted order, int64 [M]; the groups of equal draws, in that order).
+
+    The jitter's order is the major key after noise, position by position, and gray the minor one:
+    the patches with the same op at a position of the jitter then form few runs, and the op runs
+    once per run."""
     code = ((order[:, 0] * 4 + order[:, 1]) * 4 + order[:, 2]) * 4 + order[:, 3]  # [M] in [0, 256)
-    key = (((noise.long() * 2 + gray.long()) * 2 + jitter.long()) * 256) + code * jitter.long()
+    key = ((noise.long() * 2 + jitter.long()) * 256 + code * jitter.long()) * 2 + gray.long()
     sorted_key, index = key.sort(stable=True)
     keys, counts = torch.unique_consecutive(sorted_key, return_counts=True)
     groups, start = [], 0
     for value, count in zip(keys.tolist(), counts.tolist()):
-        flags, code_value = divmod(value, 256)
+        flags, code_value = divmod(value >> 1, 256)
         digits = tuple((code_value >> shift) & 3 for shift in (6, 4, 2, 0))
-        groups.append(Group(start, start + count, bool(flags & 1), digits, bool(flags & 2), bool(flags & 4)))
+        groups.append(Group(start, start + count, bool(flags & 1), digits, bool(value & 1), bool(flags & 2)))
         start += count
     return index, groups
 
@@ -70,32 +78,31 @@ def gather_crops(images: Tensor, index: Tensor, top: Tensor, left: Tensor, patch
     return windows.index_select(0, start)
 
 
-def _resize_runs(src: int, size: int) -> tuple[list[tuple[int, int, int]], Tensor]:
+@functools.lru_cache(maxsize=64)
+def _resize_runs(src: int, size: int) -> tuple[tuple[tuple[int, int, int], ...], tuple[float, ...]]:
     """Bilinear resize of an axis from ``src`` to ``size`` (half-pixel centres, clamped, as torch's
     align_corners=False): output i = lerp(in[i0], in[i0 + 1], w[i]). Consecutive outputs whose i0 rise
-    by one form a run (start, end, i0 of start); returns the runs and w float64 [size]."""
-    pos = torch.arange(size, dtype=torch.float64)
-    coord = ((pos + 0.5) * (src / size) - 0.5).clamp(0.0, src - 1.0)
-    lower = coord.floor().clamp(max=max(src - 2, 0)).long()
-    weight = coord - lower
+    by one form a run (start, end, i0 of start); returns the runs and the weights w."""
+    coord = [min(max((i + 0.5) * src / size - 0.5, 0.0), src - 1.0) for i in range(size)]
+    lower = [min(math.floor(c), max(src - 2, 0)) for c in coord]
     runs, begin = [], 0
     for i in range(1, size + 1):
         if i == size or lower[i] != lower[i - 1] + 1:
-            runs.append((begin, i, int(lower[begin])))
+            runs.append((begin, i, lower[begin]))
             begin = i
-    return runs, weight
+    return tuple(runs), tuple(c - lo for c, lo in zip(coord, lower))
 
 
 def resize_square(x: Tensor, size: int) -> Tensor:
     """Bilinear resize (align_corners=False, no antialiasing) of [K, C, s, s] to [K, C, size, size],
-    s <= size: a few slice blends per axis with fixed weights, exact to float rounding."""
+    s <= size: along each axis, a few slices blended with fixed weights; exact to float rounding."""
     num, channels, side, _ = x.shape
     if side == size:
         return x
     if side == 1:
         return x.expand(num, channels, size, size).contiguous()
-    runs, weight = _resize_runs(side, size)
-    weight = weight.to(x.dtype)
+    runs, weights = _resize_runs(side, size)
+    weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
     rows = x.new_empty(num, channels, size, side)
     for a, b, lo in runs:
         torch.lerp(x[:, :, lo : lo + b - a], x[:, :, lo + 1 : lo + 1 + b - a], weight[a:b, None], out=rows[:, :, a:b])
@@ -145,26 +152,28 @@ def hue_unit(x: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
     With s = max - min, the hue in sixths times s is g - b where red holds the maximum, 2s + b - r for
     green, 4s + r - g for blue (ties agree modulo 6s, so any maximum will do); the channels are
     selected by sign(max - channel), which is 0 or 1, since masks and ``where`` are slow on the CPU.
-    Back to RGB, channel c is min + s * clamp(||h - 2c| - 3| - 1, 0, 1) for h in [0, 6): the sector
-    table in closed form. For [0, 1] input torchvision's clamps change nothing.
+    Back to RGB, channel c is min + s * clamp(||h - 2c| - 3| - 1, 0, 1) for h in [0, 6), i.e.
+    (min - s) + s * clamp(..., 1, 2): the sector table in closed form. For [0, 1] input torchvision's
+    clamps change nothing.
     """
     r, g, b = x.unbind(dim=1)  # [K, P, P] each
     maxc = torch.maximum(torch.maximum(r, g), b)
     minc = torch.minimum(torch.minimum(r, g), b)
     spread = maxc - minc
-    hue = (r - g).add_(spread, alpha=4.0)  # blue holds the maximum
-    green = (b - r).add_(spread, alpha=2.0)
-    hue.sub_(green).mul_(torch.sign(maxc - g)).add_(green)  # green unless green is not the maximum
-    red = g - b
-    hue.sub_(red).mul_(torch.sign(maxc - r)).add_(red)  # red unless red is not the maximum
+    red, green, blue = g - b, (b - r).add_(spread, alpha=2.0), (r - g).add_(spread, alpha=4.0)
+    hue = torch.addcmul(green, torch.sign(maxc - g), blue.sub_(green))  # green unless green is not the maximum
+    hue = torch.addcmul(red, torch.sign(maxc - r), hue.sub_(red))  # red unless red is not the maximum
     # grey pixels have hue 0 whatever the divisor
     hue.div_(spread.clamp_min(torch.finfo(x.dtype).tiny)).add_((6.0 * shift)[:, None, None]).remainder_(6.0)
     out = torch.empty_like(x) if out is None else out  # may be x: r, g, b are not read from here on
-    for c, channel in enumerate(out.unbind(dim=1)):
-        torch.sub(hue, 2.0 * c, out=channel)
-    out.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
-    for channel in out.unbind(dim=1):
-        torch.addcmul(minc, spread, channel, out=channel)
+    out_r, out_g, out_b = out.unbind(dim=1)
+    torch.sub(hue, 3.0, out=out_r)  # |h - 0| = h
+    torch.sub(hue, 2.0, out=out_g).abs_().sub_(3.0)
+    torch.sub(hue, 4.0, out=out_b).abs_().sub_(3.0)
+    out.abs_().clamp_(1.0, 2.0)
+    base = minc.sub_(spread)
+    for channel in (out_r, out_g, out_b):
+        torch.addcmul(base, spread, channel, out=channel)
     return out
 
 
@@ -185,21 +194,20 @@ _TONE = (brightness_, contrast_, saturation_)
 
 
 def _jitter(x: Tensor, groups: list[Group], factors: Tensor, unit_range: bool, limit: int) -> Tensor:
-    """ColorJitter on the sorted patches x [M, 3, P, P] in place: each group's tone ops before its hue,
-    then the hue of every jittered patch in cache-sized slices, then the tone ops after it."""
-    jittered = [group for group in groups if group.jitter]
-    for group in jittered:
-        for op in group.order[: group.order.index(3)]:
-            _TONE[op](x[group.start : group.end], factors[group.start : group.end, op])
-    for a, b in _runs(groups, lambda group: group.jitter, limit):
-        shift = factors[a:b, 3]
-        if unit_range:
-            hue_unit(x[a:b], shift, out=x[a:b])
-        else:
-            x[a:b] = adjust_hue(x[a:b], shift)
-    for group in jittered:
-        for op in group.order[group.order.index(3) + 1 :]:
-            _TONE[op](x[group.start : group.end], factors[group.start : group.end, op])
+    """ColorJitter on the sorted patches x [M, 3, P, P] in place, position by position of the op order:
+    each op on the runs of patches that have it at that position (the hue in cache-sized slices)."""
+    for position in range(4):
+        for op in range(4):
+            def keep(group: Group) -> bool:
+                return group.jitter and group.order[position] == op
+
+            for a, b in _runs(groups, keep, limit if op == 3 else x.shape[0]):
+                if op < 3:
+                    _TONE[op](x[a:b], factors[a:b, op])
+                elif unit_range:
+                    hue_unit(x[a:b], factors[a:b, 3], out=x[a:b])
+                else:
+                    x[a:b] = adjust_hue(x[a:b], factors[a:b, 3])
     return x
 
 
