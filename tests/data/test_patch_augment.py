@@ -282,6 +282,13 @@ def test_nn_module_apply_keeps_its_meaning():
     assert aug.apply(seen.append) is aug and seen == [aug]
 
 
+def test_an_empty_batch_passes_through_both_forms():
+    aug = PatchAugment(4, "colJitter:0.8-grayScale:0.2-randomNoise:0.2")
+    images = torch.rand(0, 3, 8, 8)
+    params = aug.sample_params(0, 2, 2)
+    assert aug.augment_with_params(images, params).shape == aug.augment_sync_free(images, params).shape == (0, 3, 8, 8)
+
+
 def test_rejects_images_not_made_of_whole_patches():
     with pytest.raises(ValueError, match="multiples of 4"):
         PatchAugment(4)(torch.rand(1, 3, 10, 12))

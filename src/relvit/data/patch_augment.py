@@ -110,7 +110,7 @@ def crop_resize_tlhw(x: Tensor, box: Tensor) -> Tensor:
 
 def _one_square_size(box: Tensor | None) -> bool:
     """No crop, or every box int64 [M, 4] is a square of the same side (what the crop modes draw)."""
-    return box is None or bool((box[:, 2:] == box[0, 2]).all())
+    return box is None or bool((box[:, 2:] == box[:1, 2:3]).all())
 
 
 # ---------------------------------------------------------------------------------------------

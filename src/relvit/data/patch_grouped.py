@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from relvit.data.patch_colour import _LUMA, adjust_hue
+from relvit.data.patch_colour import _LUMA, _per_patch, adjust_hue
 
 # Elements per slice of the hue (and of the grayscale and noise runs): the hue's dozen intermediates
 # must stay in the core's cache. The tone ops, with few intermediates, run on whole runs.
@@ -110,11 +110,6 @@ def resize_square(x: Tensor, size: int) -> Tensor:
     for a, b, lo in runs:
         torch.lerp(rows[..., lo : lo + b - a], rows[..., lo + 1 : lo + 1 + b - a], weight[a:b], out=out[..., a:b])
     return out
-
-
-def _per_patch(values: Tensor) -> Tensor:
-    """[K] -> [K, 1, 1, 1]."""
-    return values[:, None, None, None]
 
 
 def _luma_plane(x: Tensor) -> Tensor:
@@ -220,6 +215,8 @@ def augment_grouped(images: Tensor, ops: tuple[str, ...], crop_box: Tensor | Non
     all) or None; the draws of ``PatchParams``; unit_range: the images lie in [0, 1] -> [B, 3, H, W].
     """
     batch, channels, height, width = images.shape
+    if images.numel() == 0:
+        return images.clone()
     index, groups = sort_patches(jitter, jitter_order, gray, noise)
     side = patch if crop_box is None else int(crop_box[0, 2])
     if crop_box is None:
