@@ -43,18 +43,21 @@ def sort_patches(jitter: Tensor, order: Tensor, gray: Tensor, noise: Tensor) -> 
     """Sort the M patches by their draws: jitter, gray, noise bool [M], order int64 [M, 4] ->
     (the patches' indices in sorted order, int64 [M]; the groups of equal draws, in that order).
 
-    The jitter's order is the major key after noise, position by position, and gray the minor one:
-    the patches with the same op at a position of the jitter then form few runs, and the op runs
-    once per run."""
-    code = ((order[:, 0] * 4 + order[:, 1]) * 4 + order[:, 2]) * 4 + order[:, 3]  # [M] in [0, 256)
+    The keys, major first: noise, jitter, the hue's position in the jitter, the tone ops in their
+    order, gray. The jitter runs position by position, each op once on each run of patches that have it
+    at that position: so the hue at any position is one run, and the tone ops form few runs."""
+    hue_at = (order == 3).long().argmax(dim=1, keepdim=True)  # [M, 1]
+    tones = torch.where(torch.arange(3, device=order.device) < hue_at, order[:, :3], order[:, 1:])  # [M, 3]
+    code = ((hue_at[:, 0] * 4 + tones[:, 0]) * 4 + tones[:, 1]) * 4 + tones[:, 2]  # [M] in [0, 256)
     key = ((noise.long() * 2 + jitter.long()) * 256 + code * jitter.long()) * 2 + gray.long()
     sorted_key, index = key.sort(stable=True)
     keys, counts = torch.unique_consecutive(sorted_key, return_counts=True)
     groups, start = [], 0
     for value, count in zip(keys.tolist(), counts.tolist()):
         flags, code_value = divmod(value >> 1, 256)
-        digits = tuple((code_value >> shift) & 3 for shift in (6, 4, 2, 0))
-        groups.append(Group(start, start + count, bool(flags & 1), digits, bool(value & 1), bool(flags & 2)))
+        hue_position, *tone_ops = ((code_value >> shift) & 3 for shift in (6, 4, 2, 0))
+        tone_ops.insert(hue_position, 3)
+        groups.append(Group(start, start + count, bool(flags & 1), tuple(tone_ops), bool(value & 1), bool(flags & 2)))
         start += count
     return index, groups
 
