@@ -247,6 +247,7 @@ class PatchAugment(torch.nn.Module):
         return x.to(images.dtype)
 
     def _check(self, images: Tensor) -> None:
+        """Float [B, 3, H, W] images made of whole patches, or a clear error naming what was given."""
         if not images.is_floating_point():
             raise TypeError(f"PatchAugment needs float images, got {images.dtype}")
         _, channels, height, width = images.shape
