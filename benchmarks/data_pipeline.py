@@ -2,12 +2,13 @@
 
 Times the project's batched pipeline (relvit.data.batch_transform: uint8 batch -> random crop with
 padding 4 + horizontal flip -> float [0, 1] -> PatchAugment -> per-channel normalisation) on real CIFAR-10 images at 32 px with 4 px
-patches and, upsampled, at 224 px with 32 px patches, with the colour ops eager and compiled
-(``PatchAugment(compile=True)``, compiled before the timing); next to each, a reference that augments
-patch by patch with torchvision transforms as the original RelViT code did, on one thread. Each figure
-is the median of ``--repeats`` timings, taken in turns (batched, reference, batched, ...) so that load
-from other processes falls on both alike. The last lines are the per-core speed-ups. See
-docs/data_pipeline.md.
+patches and, upsampled, at 224 px with 32 px patches: as training runs it on the CPU (the patches
+grouped by their draws), and, for comparison, in the sync-free form that accelerators run, with its
+colour ops compiled (``PatchAugment(compile=True)``, compiled before the timing); next to them, a
+reference that augments patch by patch with torchvision transforms as the original RelViT code did,
+on one thread. Each figure is the median of ``--repeats`` timings, taken in turns (batched,
+reference, batched, ...) so that load from other processes falls on both alike. The last lines are
+the per-core speed-ups. See docs/data_pipeline.md.
 
     python benchmarks/data_pipeline.py [--images 4096] [--batch-size 256] [--threads N] [--repeats 3]
 """
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed o
 
 from relvit.data.batch_transform import BatchTransform  # noqa: E402
 from relvit.data.image_augment import BatchImageAugment  # noqa: E402
-from relvit.data.patch_augment import CROP_SHRINK, PatchAugment  # noqa: E402
+from relvit.data.patch_augment import CROP_SHRINK, PatchAugment, PatchParams  # noqa: E402
 
 # CIFAR-10 channel statistics, the normalisation of the upstream runs.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -56,10 +57,22 @@ def load_cifar(data_dir: Path, archive: Path, count: int) -> torch.Tensor:
     return torch.stack([decode_jpeg(read_file(str(p)), mode=ImageReadMode.RGB) for p in paths[::step][:count]])
 
 
-def make_pipeline(image_size: int, patch_size: int, compile_ops: bool) -> BatchTransform:
+class SyncFreePatchAugment(PatchAugment):
+    """PatchAugment in the form accelerators run (every op on every patch, no host sync), on any device."""
+
+    def augment_with_params(self, images: torch.Tensor, params: PatchParams) -> torch.Tensor:
+        return self.augment_sync_free(images, params)
+
+
+# The timed forms: as training runs it on the CPU, and the accelerators' form with compiled colour ops.
+FORMS = {"grouped": (PatchAugment, False), "sync-free compiled": (SyncFreePatchAugment, True)}
+
+
+def make_pipeline(image_size: int, patch_size: int, form: str) -> BatchTransform:
     """The project's on-device pipeline of an upstream training batch, as the data module builds it."""
     image_augment = BatchImageAugment(image_size, "crop_flip", "none", crop_padding=PAD, hflip=True)
-    patch_augment = PatchAugment(patch_size, OPS, crop="random", mean=MEAN, std=STD, compile=compile_ops)
+    augment_class, compile_ops = FORMS[form]
+    patch_augment = augment_class(patch_size, OPS, crop="random", mean=MEAN, std=STD, compile=compile_ops)
     return BatchTransform(image_augment, MEAN, STD, patch_augment=patch_augment)
 
 
@@ -113,29 +126,29 @@ def time_reference(run, images: torch.Tensor) -> float:
 
 def report(label: str, images: torch.Tensor, patch_size: int, batch_size: int, ref_count: int,
            repeats: int) -> dict[str, float]:
-    """Print the eager, compiled and reference figures (medians) for one size; returns the per-core ratios."""
+    """Print the figures (medians) of both forms and of the reference for one size; returns the per-core ratios."""
     threads = torch.get_num_threads()
     ref_count = min(ref_count, len(images))
-    pipelines = {mode: make_pipeline(images.shape[-1], patch_size, mode == "compiled") for mode in ("eager", "compiled")}
+    pipelines = {form: make_pipeline(images.shape[-1], patch_size, form) for form in FORMS}
     for pipeline in pipelines.values():
         pipeline(images[:batch_size], train=True)  # warm-up; compiles the compiled one
     reference = make_reference(images.shape[-1], patch_size)
     reference(images[0])
-    times: dict[str, list[float]] = {"eager": [], "compiled": [], "reference": []}
+    times: dict[str, list[float]] = {**{form: [] for form in FORMS}, "reference": []}
     for _ in range(repeats):
-        for mode, pipeline in pipelines.items():
-            times[mode].append(time_batched(pipeline, images, batch_size))
+        for form, pipeline in pipelines.items():
+            times[form].append(time_batched(pipeline, images, batch_size))
         times["reference"].append(time_reference(reference, images[:ref_count]))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"{label}: {images.shape[-1]} px images, {patch_size} px patches, crop=random, ops={OPS}, "
           f"median of {repeats}")
-    for mode in ("eager", "compiled"):
-        spread = f"{min(times[mode]):.1f}-{max(times[mode]):.1f}"
-        print(f"  batched {mode:8s} {len(images):5d} images, batch {batch_size:3d}: {med[mode]:9.1f} img/s, "
-              f"{med[mode] / threads:9.1f} img/s per thread ({threads} threads; range {spread})")
-    print(f"  reference        {ref_count:5d} images, per patch  : {med['reference']:9.1f} img/s per core "
+    for form in FORMS:
+        spread = f"{min(times[form]):.1f}-{max(times[form]):.1f}"
+        print(f"  batched, {form:18s} {len(images):5d} images, batch {batch_size:3d}: {med[form]:9.1f} img/s, "
+              f"{med[form] / threads:9.1f} img/s per thread ({threads} threads; range {spread})")
+    print(f"  reference, per patch       {ref_count:5d} images           : {med['reference']:9.1f} img/s per core "
           f"(1 thread; range {min(times['reference']):.1f}-{max(times['reference']):.1f})")
-    return {mode: med[mode] / threads / med["reference"] for mode in ("eager", "compiled")}
+    return {form: med[form] / threads / med["reference"] for form in FORMS}
 
 
 def main() -> None:
@@ -167,9 +180,10 @@ def main() -> None:
     ratio_224 = report("224px", images_224, 32, args.batch_size_224, args.reference_images[1], args.repeats)
     ratio_32 = report("32px", images_32, 4, args.batch_size, args.reference_images[0], args.repeats)
     print(f"load average {os.getloadavg()[0]:.2f} after the timings")
-    for mode in ("eager", "compiled"):
-        print(f"ratio_224px_per_core_{mode}: {ratio_224[mode]:.1f}")
-        print(f"ratio_32px_per_core_{mode}: {ratio_32[mode]:.1f}")
+    for form in FORMS:
+        suffix = "" if form == "grouped" else "_" + form.replace("-", "_").replace(" ", "_")
+        print(f"ratio_224px_per_core{suffix}: {ratio_224[form]:.1f}")
+        print(f"ratio_32px_per_core{suffix}: {ratio_32[form]:.1f}")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,22 @@ def test_sections_are_measured_and_stamped(tmp_path):
     assert "<!-- generated: backbones -->" in backbones and "| ViT-Small/4 |" in backbones
 
 
+def test_the_data_pipeline_section_prints_both_forms_on_one_thread(tmp_path):
+    assert generate.main(["data_pipeline", "--tiny", "--docs-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "data_pipeline.md").read_text()
+    assert "python benchmarks/data_pipeline.py --threads 1" in text and "1 threads for the batched pipeline" in text
+    ratios = dict(re.findall(r"^(ratio_\w+): (\d+\.\d)$", text, re.M))
+    assert set(ratios) == {f"ratio_{size}_per_core{form}" for size in ("224px", "32px")
+                           for form in ("", "_sync_free_compiled")}
+    assert all(float(value) > 0 for value in ratios.values())
+
+
 def test_an_unknown_section_is_named_with_the_valid_ones(capsys):
     assert generate.main(["quikstart"]) == 2
     assert "unknown section 'quikstart'; valid: quickstart, relvit_vs_scratch, backbones" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("doc", ["backbones.md", "results.md"])
+@pytest.mark.parametrize("doc", ["backbones.md", "results.md", "data_pipeline.md"])
 def test_the_shipped_docs_hold_their_generated_blocks(doc):
     names = [name for name, section in generate.SECTIONS.items() if section.doc == doc]
     text = (REPO / "docs" / doc).read_text()

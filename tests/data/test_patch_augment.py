@@ -135,6 +135,32 @@ def test_full_patch_pipeline_matches_torchvision_chain():
     assert torch.allclose(out[0, :, :, size:], image[0, :, :, size:], atol=TOL)
 
 
+@pytest.mark.parametrize("crop", ["random", "centCrop"])
+def test_whole_chain_at_224px_patch_size_matches_torchvision_per_patch(crop):
+    """The default recipe at 224 px's patch size (32 px), on a few images: every patch through
+    torchvision (crop resized with antialias, jitter in its order, grayscale) equals the batch."""
+    p = 32
+    aug = PatchAugment(p, "colJitter:0.8-grayScale:0.2", crop=crop)
+    images = torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(15))
+    images[0, :, :4, :4] = 0.5  # a grey corner, where the hue has no direction
+    params = aug.sample_params(3, 2, 3, generator=torch.Generator().manual_seed(16))
+    assert params.jitter.any() and params.gray.any() and not params.jitter.all()
+    out = aug.augment_with_params(images, params)
+    m = 0
+    for b in range(3):
+        for r in range(2):
+            for c in range(3):
+                patch = images[b, :, r * p : (r + 1) * p, c * p : (c + 1) * p]
+                patch = TF.resized_crop(patch, *params.crop_box[m].tolist(), size=[p, p], antialias=True)
+                if params.jitter[m]:
+                    for op in params.jitter_order[m].tolist():
+                        patch = TV_JITTER[op](patch, float(params.jitter_factors[m, op]))
+                if params.gray[m]:
+                    patch = TF.rgb_to_grayscale(patch, num_output_channels=3)
+                assert (out[b, :, r * p : (r + 1) * p, c * p : (c + 1) * p] - patch).abs().max().item() <= TOL
+                m += 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Random draws
 
@@ -240,20 +266,27 @@ def test_cuda_matches_cpu_with_the_same_params():
 
 
 def test_compiled_colour_ops_match_the_eager_ones():
-    """compile=True runs the colour ops through torch.compile: the same output within 1e-5 (hence the
-    same as torchvision's, which the eager ops match op by op above)."""
+    """compile=True runs the sync-free form's colour ops through torch.compile: the same output within
+    1e-5 (hence the same as torchvision's, which the eager ops match op by op above)."""
     eager = PatchAugment(8, "colJitter:0.8-grayScale:0.2-randomNoise:0.2")
     compiled = PatchAugment(8, "colJitter:0.8-grayScale:0.2-randomNoise:0.2", compile=True)
     images = random_patches(6, 8).permute(1, 2, 0, 3).reshape(1, 3, 8, 48).repeat(4, 1, 2, 1)  # [4, 3, 16, 48]
     params = eager.sample_params(4, 2, 6, generator=torch.Generator().manual_seed(21))
     assert params.jitter.any() and params.gray.any() and params.noise.any()
-    assert torch.allclose(compiled.augment_with_params(images, params), eager.augment_with_params(images, params), atol=TOL)
+    assert torch.allclose(compiled.augment_sync_free(images, params), eager.augment_sync_free(images, params), atol=TOL)
 
 
 def test_nn_module_apply_keeps_its_meaning():
     aug = PatchAugment(4)
     seen = []
     assert aug.apply(seen.append) is aug and seen == [aug]
+
+
+def test_an_empty_batch_passes_through_both_forms():
+    aug = PatchAugment(4, "colJitter:0.8-grayScale:0.2-randomNoise:0.2")
+    images = torch.rand(0, 3, 8, 8)
+    params = aug.sample_params(0, 2, 2)
+    assert aug.augment_with_params(images, params).shape == aug.augment_sync_free(images, params).shape == (0, 3, 8, 8)
 
 
 def test_rejects_images_not_made_of_whole_patches():

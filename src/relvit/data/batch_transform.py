@@ -48,4 +48,5 @@ class BatchTransform(nn.Module):
             x = self.megapatch(x, fixed)
         if train and self.patch_augment is not None:
             x = self.patch_augment(x)
-        return x if normalise_first else (x - self.mean) / self.std
+        # in place: x is this call's own tensor, and a fresh batch-sized tensor costs page faults
+        return x if normalise_first else x.sub_(self.mean).div_(self.std)

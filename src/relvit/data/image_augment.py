@@ -29,18 +29,21 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator |
     # drawn where the images are (or the generator is): no host-device copy in the training step
     offsets = torch.randint(0, 2 * padding + 1, (2, b, 1), generator=generator, device=generator.device if generator else images.device)
     offsets = offsets.to(images.device)
-    rows = offsets[0] + torch.arange(h, device=images.device)  # [B, H]
-    cols = offsets[1] + torch.arange(w, device=images.device)  # [B, W]
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    return out.permute(0, 3, 1, 2)
+    # every window is a row of one strided view of the padded batch, so one gather cuts them all
+    hp, wp = h + 2 * padding, w + 2 * padding
+    start = torch.arange(b, device=images.device) * (c * hp * wp) + offsets[0, :, 0] * wp + offsets[1, :, 0]
+    extent = (c - 1) * hp * wp + (h - 1) * wp + w
+    windows = padded.contiguous().view(-1).as_strided((padded.numel() - extent + 1, c, h, w), (1, hp * wp, wp, 1))
+    return windows.index_select(0, start)
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 0.5. images [B, C, H, W]."""
     flip = torch.rand(images.shape[0], generator=generator, device=generator.device if generator else images.device) < 0.5
-    flip = flip.to(images.device)[:, None, None, None]
-    return torch.where(flip, images.flip(-1), images)
+    flip = flip.to(images.device)
+    # picking each image from [images; mirrored images] is one gather; torch.where is slow on the CPU
+    both = torch.cat((images, images.flip(-1)))
+    return both.index_select(0, flip.long() * images.shape[0] + torch.arange(images.shape[0], device=images.device))
 
 
 def random_resized_boxes(

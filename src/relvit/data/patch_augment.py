@@ -3,10 +3,15 @@
 RelViT augments every P x P patch of a training image on its own (crop, colour jitter, grayscale,
 optionally noise), so that the network must place patches from their content rather than from
 low-level continuity across patch borders. The original looped in Python over every patch with
-torchvision transforms. Here the M = B * N patches of a batch form one [M, 3, P, P] tensor, every
-random draw is a per-patch tensor, and each op runs once per batch on the images' device with the
-same maths as the torchvision op (checked op by op in tests/data/test_patch_augment.py). The colour
-ops live in ``relvit.data.patch_colour``; ``compile=True`` runs them compiled.
+torchvision transforms. Here every random draw is a per-patch tensor and the ops run batched on the
+images' device, with the same maths as the torchvision ops (checked op by op in
+tests/data/test_patch_augment.py and tests/data/test_patch_grouped.py), in one of two forms:
+
+- sync-free (accelerators): the M = B * N patches form one [M, 3, P, P] tensor and every op runs on
+  all of them, blended by the draws; no host-device sync. Colour ops in ``relvit.data.patch_colour``;
+  ``compile=True`` runs them compiled.
+- grouped (CPU): the patches are sorted by their draws and each op runs only on the patches that
+  drew it, in cache-sized slices (``relvit.data.patch_grouped``); several times faster on a CPU.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from relvit.data.patch_colour import (  # noqa: F401 -- the ops are part of this
     recolour,
     to_grayscale,
 )
+from relvit.data.patch_grouped import augment_grouped
 
 OP_NAMES = ("colJitter", "grayScale", "randomNoise")
 CROP_MODES = ("random", "centCrop", "none")
@@ -102,6 +108,11 @@ def crop_resize_tlhw(x: Tensor, box: Tensor) -> Tensor:
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _one_square_size(box: Tensor | None) -> bool:
+    """No crop, or every box int64 [M, 4] is a square of the same side (what the crop modes draw)."""
+    return box is None or bool((box[:, 2:] == box[:1, 2:3]).all())
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -119,8 +130,9 @@ class PatchAugment(torch.nn.Module):
     mean, std: the per-channel normalisation applied after this module; only randomNoise uses them.
     normalized_input: the images arrive already normalised, the original's order: colour blends then
         clamp them to [0, 1] as torchvision does, and randomNoise draws N(0, 1) directly.
-    compile: run the colour ops through torch.compile (the same results within 1e-5; several times
-        faster at 224 px, after a compilation of some seconds per batch shape).
+    compile: run the colour ops of the sync-free form (accelerators) through torch.compile (the same
+        results within 1e-5, after a compilation of some seconds per batch shape). The CPU runs the
+        grouped form, which is faster there than the compiled sync-free one, and compiles nothing.
     """
 
     def __init__(
@@ -203,17 +215,26 @@ class PatchAugment(torch.nn.Module):
 
     def augment_with_params(self, images: Tensor, params: PatchParams) -> Tensor:
         """images float [B, 3, H, W] (in [0, 1], or normalised with normalized_input) and their patches'
-        parameters -> [B, 3, H, W]."""
-        if not images.is_floating_point():
-            raise TypeError(f"PatchAugment needs float images, got {images.dtype}")
-        batch, channels, height, width = images.shape
-        p = self.patch_size
-        if channels != 3 or height % p or width % p:
-            raise ValueError(
-                f"PatchAugment needs [B, 3, H, W] images with H and W multiples of {p}, got {list(images.shape)}"
-            )
-        gh, gw = height // p, width // p
+        parameters -> [B, 3, H, W]. On the CPU the patches are grouped by their draws (one host sync,
+        free there); elsewhere, or for boxes of several sizes, this is ``augment_sync_free``."""
+        self._check(images)
+        if images.device.type != "cpu" or not _one_square_size(params.crop_box):
+            return self.augment_sync_free(images, params)
         # Half precision inputs are augmented in float32, as torchvision's hue does.
+        dtype = torch.promote_types(images.dtype, torch.float32)
+        out = augment_grouped(images.to(dtype), tuple(self.ops), params.crop_box, params.jitter,
+                              params.jitter_order, params.jitter_factors, params.gray, params.noise,
+                              params.noise_values, self.patch_size, unit_range=not self.normalized_input)
+        return out.to(images.dtype)
+
+    def augment_sync_free(self, images: Tensor, params: PatchParams) -> Tensor:
+        """The form accelerators run, on any device: every op on every patch, blended by the per-patch
+        draws, with no host-device sync; the colour ops compiled with ``compile``. Same shapes and
+        results as ``augment_with_params``."""
+        self._check(images)
+        batch, _, height, width = images.shape
+        p = self.patch_size
+        gh, gw = height // p, width // p
         dtype = torch.promote_types(images.dtype, torch.float32)
         x = images.to(dtype).reshape(batch, 3, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, p, p)
 
@@ -224,6 +245,17 @@ class PatchAugment(torch.nn.Module):
 
         x = x.reshape(batch, gh, gw, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(batch, 3, height, width)
         return x.to(images.dtype)
+
+    def _check(self, images: Tensor) -> None:
+        """Float [B, 3, H, W] images made of whole patches, or a clear error naming what was given."""
+        if not images.is_floating_point():
+            raise TypeError(f"PatchAugment needs float images, got {images.dtype}")
+        _, channels, height, width = images.shape
+        p = self.patch_size
+        if channels != 3 or height % p or width % p:
+            raise ValueError(
+                f"PatchAugment needs [B, 3, H, W] images with H and W multiples of {p}, got {list(images.shape)}"
+            )
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """images float [B, 3, H, W] (H, W multiples of patch_size) -> same shape, device and dtype;

@@ -1,9 +1,11 @@
-"""The colour ops of the per-patch augmentation, batched over patches [M, 3, P, P] with per-patch
-parameters [M], each with the maths of its torchvision counterpart.
+"""The colour ops of the per-patch augmentation in its sync-free form (what accelerators run), batched
+over patches [M, 3, P, P] with per-patch parameters [M], each with the maths of its torchvision
+counterpart.
 
-``recolour`` runs the spec's ops in order. Eager, every op is a few whole passes over the batch; the
-compiled form (``recolour(..., compiled=True)``) fuses them into a handful of loops, which at 224 px with 32 px
-patches is where the pipeline's time goes.
+``recolour`` runs the spec's ops in order on every patch, blended by the draws, with no host-device
+sync. Eager, every op is a few whole passes over the batch; the compiled form
+(``recolour(..., compiled=True)``) fuses them into a handful of loops. The CPU runs the grouped form
+of ``relvit.data.patch_grouped`` instead, which skips what a patch did not draw.
 """
 from __future__ import annotations
 
