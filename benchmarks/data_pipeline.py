@@ -161,7 +161,9 @@ def main() -> None:
                         help="images the per-patch reference runs on at 32 and 224 px")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the batched pipeline")
     parser.add_argument("--repeats", type=int, default=3, help="timings per figure; the median is printed")
-    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "cifar10-jpeg")
+    # RELVIT_DATA_DIR moves data/, as for the training runs
+    data_root = Path(os.environ.get("RELVIT_DATA_DIR") or REPO / "data")
+    parser.add_argument("--data-dir", type=Path, default=data_root / "cifar10-jpeg")
     parser.add_argument("--archive", type=Path, default=REPO / ".." / "shared" / "data" / "cifar10-train-jpeg.tar.xz")
     args = parser.parse_args()
     if args.threads:

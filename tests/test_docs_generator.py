@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_image
 
 spec = importlib.util.spec_from_file_location("docs_generate", REPO / "docs" / "generate.py")
 generate = importlib.util.module_from_spec(spec)
@@ -37,7 +37,12 @@ def test_sections_are_measured_and_stamped(tmp_path):
     assert "<!-- generated: backbones -->" in backbones and "| ViT-Small/4 |" in backbones
 
 
-def test_the_data_pipeline_section_prints_both_forms_on_one_thread(tmp_path):
+def test_the_data_pipeline_section_prints_both_forms_on_one_thread(tmp_path, monkeypatch):
+    for label in range(10):  # the benchmark's CIFAR-10 layout, two JPEGs a class, where RELVIT_DATA_DIR points
+        for index in range(2):
+            write_image(tmp_path / "data" / "cifar10-jpeg" / "train" / str(label) / f"{index:04d}.jpg", 32,
+                        colour=(25 * label, 100 + 50 * index, 90))
+    monkeypatch.setenv("RELVIT_DATA_DIR", str(tmp_path / "data"))
     assert generate.main(["data_pipeline", "--tiny", "--docs-dir", str(tmp_path)]) == 0
     text = (tmp_path / "data_pipeline.md").read_text()
     assert "python benchmarks/data_pipeline.py --threads 1" in text and "1 threads for the batched pipeline" in text
