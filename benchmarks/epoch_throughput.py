@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -74,13 +75,7 @@ def data_rate(run, batches: int, batch_size: int, device: torch.device) -> float
             images = images.to(device, non_blocking=True)
         run.datamodule.transform_batch(images, train=True, device=device)
 
-    one()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(batches):
-        one()
-    sync(device)
-    return batches * batch_size / (time.perf_counter() - start)
+    return images_per_second(one, 1, batches, batch_size, device)
 
 
 def model_rate(run, batches: int, batch_size: int, device: torch.device) -> float:
@@ -101,14 +96,7 @@ def model_rate(run, batches: int, batch_size: int, device: torch.device) -> floa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(batches):
-        step()
-    sync(device)
-    return batches * batch_size / (time.perf_counter() - start)
+    return images_per_second(step, 2, batches, batch_size, device)
 
 
 def train_rate(run, batches: int, batch_size: int) -> float:
@@ -119,6 +107,18 @@ def train_rate(run, batches: int, batch_size: int) -> float:
                         callbacks=[timer], gradient_clip_val=1.0, precision=resolve_precision("auto"))
     trainer.fit(run.module, datamodule=run.datamodule)
     return timer.batches * batch_size / (timer.end - timer.start)
+
+
+def images_per_second(step: Callable[[], None], warmup: int, batches: int, batch_size: int, device: torch.device) -> float:
+    """Images/s of ``batches`` calls of ``step`` (one batch each) after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(batches):
+        step()
+    sync(device)
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def sync(device: torch.device) -> None:

@@ -77,6 +77,8 @@ CASES = [
     ("warmup", "train.py", ["scheduler.warmup_fraction=1.0"], "error: scheduler.warmup_fraction=1.0 is invalid"),
     ("megapatch_side", "train.py", ["task=megapatch", "task.megapatch.side=9"], "error: task.megapatch.side=9 is invalid"),
     ("monitor_mode", "train.py", ["task.monitor_mode=up"], "error: task: task.monitor_mode must be one of"),
+    ("probe_steps", "train.py", ["task=upstream", "task.probe_steps=0"], "error: task: task.probe_lr must be > 0 and task.probe_steps >= 1"),
+    ("probe_lr", "train.py", ["task=upstream", "task.probe_lr=-0.1"], "error: task: task.probe_lr must be > 0 and task.probe_steps >= 1"),
     ("bad_image_policy", "train.py", ["data.on_bad_image=ignore"], "error: data: data.on_bad_image must be one of"),
     ("unknown_group_option", "train.py", ["backbone=vit_huge"], "In 'train': Could not find 'backbone/vit_huge'"),
     ("unknown_task_key", "train.py", ["task.relatons=true"], "error: task.relatons is not a key of the task group; valid keys: name, supervised, relations,"),

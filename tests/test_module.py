@@ -112,8 +112,8 @@ def fit_three_steps(tiny_cfg, *overrides):
 def test_online_probe_leaves_backbone_training_unchanged(tiny_cfg):
     with_probe, module = fit_three_steps(tiny_cfg, "task.online_probe=true")
     without, _ = fit_three_steps(tiny_cfg, "task.online_probe=false")
-    # the probe did train: fitted once, at the end of the epoch (no validation here), to the three batches
-    assert module.probe is not None and module.probe.fits == 1 and module.probe.banked == 0
+    # the probe did train: fitted at the end of the epoch (no validation here) to the three batches
+    assert module.probe is not None and module.probe.banked == 0 and module.probe.norm.running_mean.abs().sum() > 0
     assert not torch.equal(module.probe.fc.weight, module.initial_probe)
     assert module.probe.fc.weight.grad is None  # never through the run's backward pass
     assert with_probe.keys() == without.keys()

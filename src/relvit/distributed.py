@@ -87,7 +87,7 @@ def process_group() -> tuple[int, int]:
 def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The rows of every process, in rank order: tensors [N_r, ...] (the same N_r within a process,
     any N_r across processes) -> [sum N_r, ...] on every process; unchanged on one process."""
-    rank, world = process_group()
+    _, world = process_group()
     if world == 1:
         return tensors
     count = torch.tensor([len(tensors[0])], device=tensors[0].device)

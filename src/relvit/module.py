@@ -244,21 +244,20 @@ class RelViTModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.probe is not None:
             self.probe.clear()
-            self._probe_fitted = False
 
     def on_validation_epoch_start(self) -> None:
         if self.probe is not None and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
             self._fit_probe()
 
     def on_train_epoch_end(self) -> None:
-        # epochs without a validation fit here, so a run's probe always ends fitted to its last epoch
-        if self.probe is not None and not getattr(self, "_probe_fitted", True):
+        # epochs without a validation fit here, so a run's probe always ends fitted to its last epoch (a
+        # validation empties the bank; every process trains the same number of batches, so all agree)
+        if self.probe is not None and self.probe.banked:
             self._fit_probe()
 
     def _fit_probe(self) -> None:
         assert self.probe is not None
         loss = self.probe.fit(self.task.probe_lr, self.task.probe_steps, seed=self.global_step)
-        self._probe_fitted = True
         if loss is not None:
             self.log("train/probe_fit_loss", loss, on_step=False, on_epoch=True, sync_dist=False)
 

@@ -61,6 +61,9 @@ class TaskSpec:
             raise ValueError(f"task.relation_label_smoothing must lie in [0, 1), got {self.relation_label_smoothing}")
         if not 0.0 <= self.relation_loss_dropout < 1.0:
             raise ValueError(f"task.relation_loss_dropout must lie in [0, 1), got {self.relation_loss_dropout}")
+        if self.online_probe and not (self.probe_lr > 0 and self.probe_steps >= 1):
+            raise ValueError(f"task.probe_lr must be > 0 and task.probe_steps >= 1 with the online probe, "
+                             f"got probe_lr={self.probe_lr}, probe_steps={self.probe_steps}")
         if self.freeze_backbone and not self.supervised:
             raise ValueError("task.freeze_backbone=true trains nothing without a supervised head (set task.supervised=true)")
 

@@ -32,7 +32,6 @@ class OnlineProbe(nn.Module):
         self.fc = nn.Linear(embed_dim, num_classes)
         self.fc.requires_grad_(False)  # trained by `fit` alone, never by the run's optimiser
         self._bank: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.fits = 0
 
     @staticmethod
     def pool(patches: torch.Tensor) -> torch.Tensor:
@@ -95,7 +94,6 @@ class OnlineProbe(nn.Module):
         with torch.no_grad():
             self.fc.weight.copy_(weight)
             self.fc.bias.copy_(bias)
-        self.fits += 1
         return float(loss.detach())
 
     def _bank_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
