@@ -17,10 +17,10 @@ def _backbone_size(name: str, key: str) -> object:
 OmegaConf.register_new_resolver("backbone_size", _backbone_size, replace=True)
 
 
-def _precision(accelerator: object = "auto") -> str:
+def _precision(accelerator: object = "auto", mixed: object = True) -> str:
     from relvit.hardware import resolve_precision
 
-    return resolve_precision(accelerator)
+    return resolve_precision(accelerator, mixed=bool(mixed))
 
 
 # conf/trainer/default.yaml: trainer.precision follows the hardware unless set

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from relvit.backbones.base import TokenBackbone
-from relvit.hardware import fused_on_cuda
+from relvit.hardware import clip_gradients, fused_on_cuda
 from relvit.heads import ClassifierHead, PairScoreHead
 from relvit.probes.online import OnlineProbe
 from relvit.ssl import (
@@ -239,6 +239,11 @@ class RelViTModule(L.LightningModule):
         optimizer = fused_on_cuda(self.optimizer_factory, self.device)(groups)
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's mixed-precision plugin refuses to clip before any fused step, even under bf16,
+        # which has no gradient scaler: relvit.hardware.clip_gradients clips where that is valid
+        clip_gradients(self.trainer.precision_plugin, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---------------------------------------------------------------------------- online probe
     def on_train_epoch_start(self) -> None:

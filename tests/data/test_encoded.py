@@ -112,7 +112,7 @@ def test_decode_modes(jpegs):
     assert decodes_on_device("auto", cuda, jpegs)
     assert not decodes_on_device("cpu", cuda, jpegs)
     assert not decodes_on_device("gpu", cuda, [*jpegs, "x/y.png"])  # PNG and other formats keep PIL
-    with pytest.raises(ConfigError, match="data.decode='nvjpeg' is invalid: use one of auto, cpu, gpu"):
+    with pytest.raises(ConfigError, match="data.decode='nvjpeg' is invalid: use one of auto, cpu, gpu, device"):
         check_decode("nvjpeg")
 
 

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 MODEL_SELECTION_SPLITS = ("val", "test")
 
 
+def pins_memory(requested: bool) -> bool:
+    """Whether the file loaders pin their batches (``data.pin_memory``): only where a CUDA device can
+    copy from pinned memory, which also lets Lightning's non-blocking copies overlap the step."""
+    return bool(requested) and torch.cuda.is_available()
+
+
 class RelViTDataModule(L.LightningDataModule):
     """Serves train / val / test batches of uint8 images and turns them, on the model's device, into
     normalised float batches: image-level augmentation for in-memory data, the task's mega-patch
@@ -213,7 +219,7 @@ class RelViTDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            pin_memory=pins_memory(self.pin_memory),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
         )
@@ -251,7 +257,7 @@ class RelViTDataModule(L.LightningDataModule):
         transform = file_transform(self.image_size, False, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
         paths, labels = list(data.paths)[rows.start:rows.stop], data.labels[rows.start:rows.stop]
         return DataLoader(FileImageDataset(paths, labels, transform), batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available())
+                          num_workers=self.num_workers, pin_memory=pins_memory(self.pin_memory))
 
     def train_dataloader(self):
         return self._loader("train", train=True)

@@ -3,8 +3,9 @@ the batch is decoded on the model's device (nvJPEG on a GPU, libjpeg-turbo on th
 there with the same torchvision transforms the PIL path runs in its workers.
 
 ``data.decode``: ``cpu`` decodes with PIL in the workers; ``gpu`` decodes JPEG splits on the GPU (a
-split holding any other format keeps the PIL path); ``auto`` is ``gpu`` when the run is on a CUDA
-device and ``cpu`` otherwise.
+split holding any other format keeps the PIL path); ``device`` takes that byte path on whatever device
+the model runs on (nvJPEG on a GPU, torchvision's CPU decoder on the CPU: how the CPU runs a GPU's data
+path); ``auto`` is ``gpu`` when the run is on a CUDA device and ``cpu`` otherwise.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torchvision.transforms import v2
 
 from relvit.errors import ConfigError
 
-DECODE_MODES = ("auto", "cpu", "gpu")
+DECODE_MODES = ("auto", "cpu", "gpu", "device")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
@@ -33,7 +34,7 @@ def check_decode(decode: str) -> str:
 
 def decodes_on_device(decode: str, device: torch.device, paths: Sequence[str]) -> bool:
     """Whether a split of ``paths`` is read as bytes and decoded on ``device`` rather than by PIL."""
-    if decode == "cpu" or (decode == "auto" and device.type != "cuda"):
+    if decode == "cpu" or (decode in ("auto", "gpu") and device.type != "cuda"):
         return False
     return all(str(p).lower().endswith(JPEG_EXTENSIONS) for p in paths)
 

@@ -113,6 +113,18 @@ def _one_square_size(box: Tensor | None) -> bool:
     return box is None or bool((box[:, 2:] == box[:1, 2:3]).all())
 
 
+#: How the per-patch ops run (``PatchAugment(form=...)``, ``task.patch_augment.form``).
+PATCH_FORMS = ("auto", "grouped", "sync_free")
+
+
+def patch_form(form: str, device: torch.device) -> str:
+    """The form a batch on ``device`` is augmented in: ``auto`` is grouped on the CPU (faster there)
+    and sync-free on accelerators (no host-device sync)."""
+    if form != "auto":
+        return form
+    return "grouped" if device.type == "cpu" else "sync_free"
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -133,6 +145,8 @@ class PatchAugment(torch.nn.Module):
     compile: run the colour ops of the sync-free form (accelerators) through torch.compile (the same
         results within 1e-5, after a compilation of some seconds per batch shape). The CPU runs the
         grouped form, which is faster there than the compiled sync-free one, and compiles nothing.
+    form: ``auto`` (grouped on the CPU, sync-free on accelerators: ``patch_form``), ``grouped`` or
+        ``sync_free`` on any device (the CPU runs an accelerator's form this way, and the tests do).
     """
 
     def __init__(
@@ -144,8 +158,11 @@ class PatchAugment(torch.nn.Module):
         std: Sequence[float] = (0.5, 0.5, 0.5),
         normalized_input: bool = False,
         compile: bool = False,
+        form: str = "auto",
     ) -> None:
         super().__init__()
+        if form not in PATCH_FORMS:
+            raise ValueError(f"bad form {form!r}: expected one of {list(PATCH_FORMS)}")
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
         if crop not in CROP_MODES:
@@ -160,9 +177,10 @@ class PatchAugment(torch.nn.Module):
         self.std = tuple(float(s) for s in std)
         self.normalized_input = bool(normalized_input)
         self.compile_ops = bool(compile)
+        self.form = form
 
     def extra_repr(self) -> str:
-        return f"patch_size={self.patch_size}, ops={self.ops}, crop={self.crop!r}, normalized_input={self.normalized_input}, compile={self.compile_ops}"
+        return f"patch_size={self.patch_size}, ops={self.ops}, crop={self.crop!r}, normalized_input={self.normalized_input}, compile={self.compile_ops}, form={self.form!r}"
 
     def _crop_boxes(self, num: int, device: torch.device | str, generator: torch.Generator | None) -> Tensor | None:
         """int64 [num, 4] boxes (top, left, height, width) inside a patch, or None for crop="none"."""
@@ -215,10 +233,11 @@ class PatchAugment(torch.nn.Module):
 
     def augment_with_params(self, images: Tensor, params: PatchParams) -> Tensor:
         """images float [B, 3, H, W] (in [0, 1], or normalised with normalized_input) and their patches'
-        parameters -> [B, 3, H, W]. On the CPU the patches are grouped by their draws (one host sync,
-        free there); elsewhere, or for boxes of several sizes, this is ``augment_sync_free``."""
+        parameters -> [B, 3, H, W]. In the grouped form (the CPU's) the patches are grouped by their
+        draws (one host sync, free there); in the sync-free form (accelerators'), or for boxes of
+        several sizes, this is ``augment_sync_free``."""
         self._check(images)
-        if images.device.type != "cpu" or not _one_square_size(params.crop_box):
+        if patch_form(self.form, images.device) == "sync_free" or not _one_square_size(params.crop_box):
             return self.augment_sync_free(images, params)
         # Half precision inputs are augmented in float32, as torchvision's hue does.
         dtype = torch.promote_types(images.dtype, torch.float32)
