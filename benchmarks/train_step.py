@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed or not
 
-from relvit.hardware import fused_on_cuda, resolve_precision  # noqa: E402
+from relvit.hardware import compile_model, fused_on_cuda, resolve_precision  # noqa: E402
 from relvit.module import RelViTModule  # noqa: E402
 from relvit.task import TaskSpec  # noqa: E402
 
@@ -135,18 +135,28 @@ def matmul_rate(device: torch.device, size: int, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-def measure(setting: Setting, task: str, plain: bool, device: torch.device, steps: int) -> dict[str, float]:
-    """img/s (median step), peak memory (GiB) and, for the project's step, model FLOPs per image."""
+def measure(setting: Setting, task: str, plain: bool, device: torch.device, steps: int,
+            compiled: bool = False) -> dict[str, float]:
+    """img/s (median step), peak memory (GiB) and model FLOPs per image (counted on the eager module,
+    the same maths as the compiled one); ``compiled`` compiles the backbone and heads as ``compile=true``."""
     torch.manual_seed(0)
     module, size = build_module(setting, task, plain, device)
+    if compiled:
+        flops = measure(setting, task, plain, device, 0)["flops_per_image"]
+        compile_model(module)
     images = torch.randn(setting.batch, 3, size, size, device=device)
     labels = torch.randint(0, 10, (setting.batch,), device=device)
     step = make_step(module, images, labels, plain, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     counter = FlopCounterMode(display=False)
-    with counter:  # the warm-up step, counted
-        step()
+    if compiled:
+        for _ in range(2):  # compilation, then one more warm-up
+            step()
+    else:
+        with counter:  # the warm-up step, counted
+            step()
+        flops = counter.get_total_flops()
     times = []
     for _ in range(steps):
         sync(device)
@@ -156,8 +166,8 @@ def measure(setting: Setting, task: str, plain: bool, device: torch.device, step
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"img_s": setting.batch / statistics.median(times), "peak_gib": peak / 2**30,
-            "flops_per_image": counter.get_total_flops() / setting.batch}
+    return {"img_s": setting.batch / statistics.median(times) if times else float("nan"), "peak_gib": peak / 2**30,
+            "flops_per_image": flops / setting.batch}
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ only that block is replaced (a file without it gets the block appended). Text ar
     python docs/generate.py quickstart backbones # some of them
     python docs/generate.py --list
     python docs/generate.py --tiny --docs-dir /tmp/docs   # seconds: tiny budgets, for the test
+    RELVIT_GPU_RESULTS=results/gpu_acceptance-<time> python docs/generate.py gpu_performance gpu_comparison
+                                                 # the tables of an acceptance run made on a GPU machine
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -109,11 +112,51 @@ def data_pipeline(tiny: bool) -> str:
     return f"```text\n{out}\n```"
 
 
+@functools.cache
+def _gpu_results(tiny: bool, folder: str | None) -> dict:
+    """The acceptance run's results.json: the folder ``RELVIT_GPU_RESULTS`` names (a run made on a GPU
+    machine, brought back), else a run made here now (its dry run when tiny or without CUDA)."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("gpu_acceptance", REPO / "benchmarks" / "gpu_acceptance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="gpu_acceptance-")
+        _python([str(REPO / "benchmarks" / "gpu_acceptance.py"), "--out", folder, *(["--dry-run"] if tiny or not torch.cuda.is_available() else [])])
+    results = json.loads((Path(folder) / "results.json").read_text())
+    results["render"] = module.markdown
+    return results
+
+
+def _gpu_section(tiny: bool, steps: tuple[str, ...]) -> str:
+    results = _gpu_results(tiny, os.environ.get("RELVIT_GPU_RESULTS"))
+    ran = {name: step for name, step in results["steps"].items() if name in steps}
+    devices = sorted({step.get("device", "?") for step in ran.values()})
+    head = (f"Run of `python benchmarks/gpu_acceptance.py` started {results['started']} on {', '.join(devices)}.")
+    if results["dry_run"] or all(device.startswith("CPU") for device in devices):
+        head += (" **No GPU figures yet**: this is the CPU dry run at tiny sizes, which shows every step runs;"
+                 " its figures say nothing about a GPU.")
+    return "\n".join([head, "", results["render"]({"steps": ran})])
+
+
+def gpu_performance(tiny: bool) -> str:
+    return _gpu_section(tiny, ("gpu_tests", "train_step", "optimizer", "epoch_throughput"))
+
+
+def gpu_comparison(tiny: bool) -> str:
+    return _gpu_section(tiny, ("comparison",))
+
+
 SECTIONS: dict[str, Section] = {
     "quickstart": Section("results.md", "python train.py experiment=quickstart", quickstart),
     "relvit_vs_scratch": Section("relvit_vs_scratch.md", "python train.py experiment=relvit_vs_scratch", relvit_vs_scratch),
     "backbones": Section("backbones.md", "python benchmarks/param_counts.py", backbones),
     "data_pipeline": Section("data_pipeline.md", "python benchmarks/data_pipeline.py --threads 1", data_pipeline),
+    "gpu_performance": Section("performance.md", "python benchmarks/gpu_acceptance.py", gpu_performance),
+    "gpu_comparison": Section("results.md", "python benchmarks/gpu_acceptance.py", gpu_comparison),
 }
 
 

@@ -1,5 +1,6 @@
 """docs/generate.py: measured sections rewritten in place, stamped with the machine and the commit."""
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -57,7 +58,33 @@ def test_an_unknown_section_is_named_with_the_valid_ones(capsys):
     assert "unknown section 'quikstart'; valid: quickstart, relvit_vs_scratch, backbones" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("doc", ["backbones.md", "results.md", "data_pipeline.md", "relvit_vs_scratch.md"])
+def acceptance_results(folder, device: str, dry_run: bool):
+    """A results.json in the form benchmarks/gpu_acceptance.py writes, with one row per step."""
+    steps = {"gpu_tests": {"rows": [{"test": "tests/test_hardware.py::test_sync", "outcome": "passed", "count": 1, "reason": ""}]},
+             "train_step": {"rows": [{"backbone": "vit_small", "size": "32/4", "task": "upstream", "img_s": 9120.5}]},
+             "comparison": {"rows": [{"measure": "fine-tuning test/acc, labels 100pct", "relvit": "0.71", "scratch": "0.65",
+                                      "difference": "0.06"}], "notes": ["wall time 150 s"]}}
+    for step in steps.values():
+        step.update(status="ok", seconds=12.0, device=device)
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"started": "2026-12-04 20:00 UTC", "dry_run": dry_run, "steps": steps}))
+    return folder
+
+
+def test_the_gpu_sections_name_the_card_and_say_when_there_was_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELVIT_GPU_RESULTS", str(acceptance_results(tmp_path / "h200", "NVIDIA H200", False)))
+    assert generate.main(["gpu_performance", "gpu_comparison", "--docs-dir", str(tmp_path)]) == 0
+    performance, results = (tmp_path / "performance.md").read_text(), (tmp_path / "results.md").read_text()
+    assert "on NVIDIA H200." in performance and "| vit_small | 32/4 | upstream | 9120.5 |" in performance
+    assert "| tests/test_hardware.py::test_sync | passed | 1 |  |" in performance and "fine-tuning test/acc" not in performance
+    assert "| fine-tuning test/acc, labels 100pct | 0.71 | 0.65 | 0.06 |" in results and "- wall time 150 s" in results
+    assert "No GPU figures yet" not in performance + results
+    monkeypatch.setenv("RELVIT_GPU_RESULTS", str(acceptance_results(tmp_path / "cpu", "CPU (2 cores)", True)))
+    assert generate.main(["gpu_performance", "--docs-dir", str(tmp_path)]) == 0
+    assert "**No GPU figures yet**" in (tmp_path / "performance.md").read_text()
+
+
+@pytest.mark.parametrize("doc", ["backbones.md", "results.md", "data_pipeline.md", "relvit_vs_scratch.md", "performance.md"])
 def test_the_shipped_docs_hold_their_generated_blocks(doc):
     names = [name for name, section in generate.SECTIONS.items() if section.doc == doc]
     text = (REPO / "docs" / doc).read_text()

@@ -99,7 +99,7 @@ class _NoSyncInSteps(L.Callback):
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_training_steps_do_not_synchronise_with_the_host(tiny_cfg):
     cfg = tiny_cfg("task=upstream", "trainer.accelerator=gpu", "trainer.log_every_n_steps=1000")
     try:

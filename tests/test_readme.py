@@ -147,6 +147,8 @@ PLANS: dict[str, Plan] = {
     "python benchmarks/param_counts.py": Plan(budget=[]),
     "python benchmarks/train_step.py --tiny": Plan(budget=[]),
     "python benchmarks/train_step.py": Plan(budget=["--tiny"]),
+    # every step of the dry run is tested in tests/test_benchmarks.py; here the command itself, one quick step
+    "python benchmarks/gpu_acceptance.py": Plan(budget=["--dry-run", "--only", "optimizer", "--out", "{tmp}/acceptance"]),
     "python train.py compile=true": RUNS,
     "python evaluate.py ckpt_path=<ckpt> protocol=knn": Plan(budget=[]),
     "python evaluate.py ckpt_path=<ckpt> protocol=linear": Plan(budget=["linear.steps=20"]),

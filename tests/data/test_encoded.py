@@ -86,7 +86,7 @@ def test_bytes_decoded_on_the_cpu_match_the_pil_path(jpegs, train, transform_nam
     assert worst <= CPU_MAX_LEVELS and mean <= CPU_MEAN_LEVELS, (worst, mean)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize(("train", "transform_name"), [(False, "resize_center_crop"), (True, "resized_crop_flip")])
 def test_bytes_decoded_on_the_gpu_match_the_pil_path(jpegs, train, transform_name):
     reference, decoded = both_paths(jpegs, train, transform_name, device="cuda")
