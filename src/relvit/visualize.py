@@ -27,6 +27,7 @@ from torchvision.utils import make_grid, save_image
 from relvit.callbacks import colour_map, position_similarity_grid
 from relvit.checkpoints import read_checkpoint, state_dict_of
 from relvit.errors import UserError
+from relvit.run_files import atomic_write
 from relvit.saved_config import saved_run_config
 from relvit.trusted_config import trusted_resolved
 
@@ -151,7 +152,7 @@ def visualize(args: dict[str, str | None]) -> Path:
         raise UserError(f"output_dir={str(out_dir)!r} already holds {taken}: give another output_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, picture in drawn.items():
-        save_image(picture, out_dir / name)
+        atomic_write(out_dir / name, lambda f: save_image(picture, f, format="png"))
         print(f"wrote {out_dir / name} ({picture.shape[-1]} x {picture.shape[-2]})", flush=True)
     return out_dir
 
