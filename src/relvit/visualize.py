@@ -28,8 +28,8 @@ from relvit.callbacks import colour_map, position_similarity_grid
 from relvit.checkpoints import read_checkpoint, state_dict_of
 from relvit.errors import UserError
 from relvit.run_files import atomic_write
-from relvit.saved_config import saved_run_config
-from relvit.trusted_config import trusted_resolved
+from relvit.saved_config import saved_run_config, without_downloads
+from relvit.trusted_config import check_resolvers, trusted_resolved
 
 TILE = 96
 KEYS = {"ckpt_path": None, "image": None, "output_dir": None, "index": "0", "query_patch": None}
@@ -123,7 +123,10 @@ def visualize(args: dict[str, str | None]) -> Path:
 
     ckpt = str(args["ckpt_path"])
     content = read_checkpoint(ckpt)
-    cfg = OmegaConf.create(saved_run_config(content, "ckpt_path", ckpt))
+    saved = saved_run_config(content, "ckpt_path", ckpt)
+    check_resolvers({k: v for k, v in saved.items() if k != "paths"}, f"the config saved in {ckpt}")
+    cfg = OmegaConf.create(saved)
+    without_downloads(cfg)
     cwd = Path.cwd()
     out_dir = Path(args["output_dir"] or cwd / "outputs" / "visualize" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     cfg.paths = {"root_dir": str(cwd), "data_dir": str(cwd / "data"), "log_dir": str(cwd / "outputs"), "output_dir": str(out_dir)}
