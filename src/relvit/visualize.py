@@ -26,6 +26,7 @@ from torchvision.utils import make_grid, save_image
 
 from relvit.callbacks import colour_map, position_similarity_grid
 from relvit.checkpoints import read_checkpoint, state_dict_of
+from relvit.data.verify import image_problem
 from relvit.errors import UserError
 from relvit.run_files import atomic_write
 from relvit.saved_config import saved_run_config, without_downloads
@@ -108,7 +109,10 @@ def parse(argv: list[str]) -> dict[str, str | None]:
 
 
 def load_image(path: str, size: int) -> torch.Tensor:
-    """An image file -> uint8 [1, 3, size, size]."""
+    """An image file -> uint8 [1, 3, size, size], verified as the training data is."""
+    problem = image_problem(path)
+    if problem:
+        raise UserError(f"image={path!r} cannot be read as an image: {problem}")
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)

@@ -1,25 +1,13 @@
 """Image files are verified by decoding them: a truncated or hollow file is caught before training."""
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from relvit.data.verify import MAX_PIXELS, find_bad_images, image_problem
 
-
-def png(path, width, height, rows, interlace=0):
-    """A grey PNG whose header says ``width`` x ``height`` but whose data holds ``rows`` rows."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    data = b"".join(b"\x00" + b"\x80" * width for _ in range(rows))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, interlace)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
-    return str(path)
+from conftest import write_hollow_png as png
 
 
 def test_a_png_with_fewer_rows_than_its_header_is_caught(tmp_path):
