@@ -119,3 +119,17 @@ def write_image(path: Path, size: int | tuple[int, int], colour=(200, 40, 90), m
     fill = colour if mode == "RGB" else colour[0]
     Image.new(mode, size, fill).save(path)
     return path
+
+
+def write_hollow_png(path: Path, width: int, height: int, rows: int) -> str:
+    """A grey PNG whose header says ``width`` x ``height`` but whose data holds only ``rows`` rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    data = b"".join(b"\x00" + b"\x80" * width for _ in range(rows))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
+    return str(path)

@@ -146,3 +146,40 @@ def test_what_cannot_be_resampled_is_skipped_with_the_reason():
         resample("backbone.vit.pos_embed", torch.zeros(1, 197, 48), vit.state_dict()["backbone.vit.pos_embed"], vit)
     with pytest.raises(CannotResample, match="not a position or patch embedding"):
         resample("backbone.vit.norm.weight", torch.zeros(48), torch.zeros(24), vit)
+
+
+def test_a_tensor_that_claims_more_elements_than_its_storage_is_refused(tmp_path):
+    from relvit.checkpoints import CorruptCheckpointError, read_checkpoint
+
+    path = tmp_path / "stride0.ckpt"  # one float viewed as 10^10: 1.6 KB on disk, 40 GB on the first copy
+    torch.save({"state_dict": {"w": torch.zeros(1).as_strided((100_000, 100_000), (0, 0))}}, path)
+    assert path.stat().st_size < 4096
+    with pytest.raises(CorruptCheckpointError, match=r"tensor state_dict\.w claims \(100000, 100000\) = 10000000000 elements"):
+        read_checkpoint(path)
+
+
+def test_a_compressed_record_that_unpacks_past_the_file_is_refused_before_loading(tmp_path):
+    import zipfile
+
+    from relvit.checkpoints import CorruptCheckpointError, read_checkpoint
+
+    honest = tmp_path / "honest.ckpt"
+    torch.save({"w": torch.zeros(2_000_000)}, honest)
+    bomb = tmp_path / "bomb.ckpt"  # the same records deflated: 8 MB of zeros in a few KB
+    with zipfile.ZipFile(honest) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as packed:
+        for name in source.namelist():
+            packed.writestr(name, source.read(name))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(CorruptCheckpointError, match="is compressed"):
+        read_checkpoint(bomb)
+    assert read_checkpoint(honest)["w"].numel() == 2_000_000
+
+
+def test_views_of_a_saved_storage_still_load(tmp_path):
+    from relvit.checkpoints import read_checkpoint
+
+    base = torch.arange(12.0).reshape(3, 4)
+    path = tmp_path / "views.ckpt"
+    torch.save({"column": base[:, 1], "tail": base.view(-1)[6:], "scalar": torch.tensor(3.0)}, path)
+    content = read_checkpoint(path)
+    assert content["column"].tolist() == [1.0, 5.0, 9.0] and content["tail"].tolist() == [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]

@@ -68,3 +68,45 @@ def test_extend_must_go_beyond_the_epochs_done(cli, tmp_path):
     assert code == 0
     code, _, err = cli("train.py", f"resume={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}", "extend_to_epochs=1")
     assert code == 2 and "error: extend_to_epochs=1 is invalid: " in err and "has trained 1 epochs" in err
+
+
+def test_a_crafted_last_ckpt_cannot_direct_where_the_resumed_run_writes_or_what_it_copies(cli, tmp_path):
+    import torch
+
+    code, _, err = cli("train.py", *TINY, "task=downstream", f"hydra.run.dir={tmp_path / 'a'}")
+    assert code == 0, err[-2000:]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    honest = tmp_path / "a" / "checkpoints"
+    planted = read_checkpoint(honest / "best.ckpt")
+    planted["planted"] = True  # a real checkpoint, outside the interrupted run's directory
+    torch.save(planted, outside / "best.ckpt")
+    content = read_checkpoint(honest / "last.ckpt")
+    saved = content["relvit_config"]
+    saved["callbacks"]["model_checkpoint"]["dirpath"] = str(outside / "checkpoints")
+    saved["logger"]["csv"] = {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(outside / "csv")}
+    state = next(v for k, v in content["callbacks"].items() if k.startswith("RunCheckpoint"))
+    state["best_model_path"] = str(outside / "best.ckpt")
+    crafted = honest / "crafted.ckpt"
+    torch.save(content, crafted)
+    code, out, err = cli("train.py", f"resume={crafted}", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'b'}")
+    assert code == 0, err[-2000:]
+    assert sorted(p.name for p in outside.rglob("*")) == ["best.ckpt"]  # nothing written there
+    assert f"is not in {honest}, the directory of the checkpoint being resumed" in out + err
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "b" / "csv" / "metrics.csv").is_file()
+    assert "planted" not in read_checkpoint(tmp_path / "b" / "checkpoints" / "best.ckpt")
+
+
+def test_a_stored_environment_lookup_is_refused_before_the_run_dir_is_claimed(cli, tmp_path, monkeypatch):
+    import torch
+
+    code, _, err = cli("train.py", *TINY, "task=downstream", f"hydra.run.dir={tmp_path / 'a'}")
+    assert code == 0, err[-2000:]
+    content = read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    content["relvit_config"]["dataset"]["name"] = "${oc.env:RELVIT_PROBE_SECRET}"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(content, crafted)
+    monkeypatch.setenv("RELVIT_PROBE_SECRET", "do-not-leak")
+    code, _, err = cli("train.py", f"resume={crafted}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert code == 2 and "node dataset.name = '${oc.env:RELVIT_PROBE_SECRET}' calls the resolver 'oc.env'" in err
+    assert "do-not-leak" not in err and not (tmp_path / "b" / "run.json").exists()

@@ -67,3 +67,30 @@ def test_a_failed_job_is_a_row_and_the_sweep_goes_on(tmp_path):
     assert "optimizer.lr=-1 is invalid" in rows[0]["error"]
     assert float(rows[1]["val/acc"]) >= 0 and float(rows[1]["wall_s"]) > 0
     assert (sweep_dir / "summary.md").is_file() and (sweep_dir / "summary.png").is_file()
+
+
+def test_planted_links_in_a_sweep_dir_are_never_written_through(tmp_path):
+    sweep_dir, outside = tmp_path / "sweep", tmp_path / "outside"
+    sweep_dir.mkdir()
+    outside.mkdir()
+    fake_job(sweep_dir, "0", ["seed=1"], {"status": "completed", "wall_s": 1.0, "error": ""}, acc=0.5)
+    victims = {name: outside / name for name in ("summary.md", "summary.md.tmp", "summary.csv.tmp", "summary.tmp.png")}
+    for name, victim in victims.items():
+        victim.write_text("keep me")
+        (sweep_dir / name).symlink_to(victim)
+    write_summary(sweep_dir)
+    assert all(victim.read_text() == "keep me" for victim in victims.values())
+    assert not (sweep_dir / "summary.md").is_symlink() and "| 0 |" in (sweep_dir / "summary.md").read_text()
+    assert not [p for p in sweep_dir.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_lock_planted_as_a_link_is_refused_and_its_target_kept(tmp_path):
+    sweep_dir, victim = tmp_path / "sweep", tmp_path / "victim.txt"
+    fake_job(sweep_dir, "0", ["seed=1"], {"status": "completed", "wall_s": 1.0, "error": ""}, acc=0.5)
+    victim.write_text("keep me")
+    (sweep_dir / ".summary.lock").symlink_to(victim)
+    done = subprocess.run([sys.executable, "-m", "relvit.summary", str(sweep_dir)], capture_output=True, text=True,
+                          timeout=300, env=subprocess_env())
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: cannot lock") and "symbolic link" in done.stderr and "Traceback" not in done.stderr
+    assert victim.read_text() == "keep me" and not (sweep_dir / "summary.md").exists()

@@ -2,11 +2,13 @@
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
-from relvit.visualize import TILE
+from relvit.errors import UserError
+from relvit.visualize import TILE, load_image
 
-from conftest import TINY, subprocess_env
+from conftest import TINY, subprocess_env, write_hollow_png
 
 
 def row_size(tiles: int) -> tuple[int, int]:
@@ -31,3 +33,8 @@ def test_visualize_writes_pngs_of_the_expected_sizes(cli, tmp_path):
     again = subprocess.run([sys.executable, "-m", "relvit.visualize", *args], cwd=tmp_path, capture_output=True, text=True,
                            timeout=300, env=subprocess_env())
     assert again.returncode == 2 and "already holds" in again.stderr  # nothing is overwritten
+
+
+def test_a_hollow_image_is_refused_before_it_is_drawn(tmp_path):
+    with pytest.raises(UserError, match="image=.* cannot be read as an image: its image data ends after"):
+        load_image(write_hollow_png(tmp_path / "hollow.png", 600, 600, 2), 16)

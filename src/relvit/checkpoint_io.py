@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from relvit.checkpoints import read_checkpoint
+from relvit.errors import UserError
 from relvit.guards import TrainingDiverged
 from relvit.run_files import atomic_write
 
@@ -64,23 +66,56 @@ class RunCheckpoint(ModelCheckpoint):
         if not trainer.fast_dev_run:  # Lightning's own would save last.ckpt of a debug run
             super().on_train_end(trainer, pl_module)
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._trainer = trainer  # its ckpt_path, the checkpoint being resumed, is set before load_state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        resumed = getattr(getattr(self, "_trainer", None), "ckpt_path", None)
+        score = state_dict.get("best_model_score")
+        best = own_best(state_dict.get("best_model_path") or "", resumed) if isinstance(score, (torch.Tensor, float)) else None
+        score = torch.as_tensor(score) if best else None
         old_dir = state_dict.get("dirpath")
-        old_best = state_dict.get("best_model_path") or ""
         if old_dir is None or self.dirpath is None or Path(old_dir) == Path(self.dirpath):
-            super().load_state_dict(state_dict)
+            # the callback state's paths are the file's word: only the vetted best one is kept
+            kept = "" if best is None else str(best)
+            super().load_state_dict({**state_dict, "best_model_path": kept, "kth_best_model_path": kept,
+                                     "best_k_models": {kept: score} if best else {}, "best_model_score": score,
+                                     "last_model_path": ""})
             return
         self.best_model_score = None
         self.best_model_path = ""
-        if old_best and Path(old_best).is_file():
-            new_best = Path(self.dirpath) / Path(old_best).name
-            atomic_write(new_best, lambda f: f.write(Path(old_best).read_bytes()))
-            self.best_model_score = state_dict["best_model_score"]
+        if best is not None and score is not None:
+            new_best = Path(self.dirpath) / best.name
+            atomic_write(new_best, lambda f: f.write(best.read_bytes()))
+            self.best_model_score = score
             self.best_model_path = str(new_best)
-            self.best_k_models = {str(new_best): self.best_model_score}
+            self.best_k_models = {str(new_best): score}
             self.kth_best_model_path = str(new_best)
-            self.kth_value = self.best_model_score
-            log.info("resume: best checkpoint so far (%s %s) copied from %s", self.monitor, float(self.best_model_score), old_best)
-        elif old_best:
-            log.warning("resume: the best checkpoint %s of the interrupted run is gone; the best is chosen among the new epochs", old_best)
+            self.kth_value = score
+            log.info("resume: best checkpoint so far (%s %s) copied from %s", self.monitor, float(score), best)
 
+
+def own_best(path: str, resumed: Any) -> Path | None:
+    """The best checkpoint a resumed checkpoint's callback state names, if it is a checkpoint in the
+    resumed one's own directory (and not last.ckpt); otherwise None, with a warning saying why."""
+    if not path:
+        return None
+    candidate = Path(path).resolve()  # a link out of the directory is judged by where it leads
+    home = Path(str(resumed)).resolve().parent if resumed else None
+    why = None
+    if home is None or candidate.parent != home:
+        why = f"it is not in {home}, the directory of the checkpoint being resumed"
+    elif candidate.suffix != ".ckpt" or candidate.stem == ModelCheckpoint.CHECKPOINT_NAME_LAST or not candidate.is_file():
+        why = "it is not a best checkpoint (a .ckpt file other than last.ckpt)"
+    else:
+        try:
+            if "state_dict" not in read_checkpoint(candidate):
+                why = "it holds no state_dict"
+        except UserError as err:
+            why = str(err)
+    if why is not None:
+        log.warning("resume: the best checkpoint %s of the interrupted run is not used (%s); the best is chosen "
+                    "among the new epochs", path, why)
+        return None
+    return candidate

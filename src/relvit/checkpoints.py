@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as err:
             raise CorruptCheckpointError(f"{str(path)!r} is not a readable .safetensors file ({err})") from None
+    check_archive(path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -76,7 +78,52 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(content, dict):
         raise CorruptCheckpointError(f"{str(path)!r} holds a {type(content).__name__}, not a checkpoint (a dict of tensors)")
+    check_tensors(content, path)
     return content
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a zip checkpoint whose records would unpack to more than the file holds: torch.save
+    stores them uncompressed, so a compressed or overlapping record can only be a bomb."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format reads each storage from the file itself
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CorruptCheckpointError(f"{str(path)!r} is a damaged zip archive ({err}); pass a file written by train.py or torch.save") from None
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED or r.file_size != r.compress_size]
+    if packed or sum(r.file_size for r in records) > size:
+        raise CorruptCheckpointError(
+            f"{str(path)!r} is refused: its records unpack to {sum(r.file_size for r in records)} bytes from a "
+            f"{size}-byte file{f' ({packed[0]} is compressed)' if packed else ''}; torch.save stores them "
+            "uncompressed, within the file")
+
+
+def check_tensors(content: Any, path: Path) -> None:
+    """Refuse tensors that claim more elements than their storage holds (a stride-0 view of one number
+    can claim 10^10, which the first copy makes real), or storages larger than the file."""
+    size, seen, total = path.stat().st_size, set(), 0
+    stack = [("", content)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+        elif isinstance(node, (list, tuple)):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(node)]
+        elif isinstance(node, torch.Tensor):
+            storage = node.untyped_storage()
+            held = storage.nbytes() // node.element_size() - node.storage_offset()
+            if node.numel() > held:
+                raise CorruptCheckpointError(
+                    f"{str(path)!r} is refused: tensor {where} claims {tuple(node.shape)} = {node.numel()} elements "
+                    f"(strides {node.stride()}) from a storage of {max(held, 0)}; a checkpoint's tensors hold their own data")
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    if total > size:
+        raise CorruptCheckpointError(f"{str(path)!r} is refused: its tensors hold {total} bytes, more than the {size}-byte file")
 
 
 def state_dict_of(content: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -25,6 +25,8 @@ log = logging.getLogger("relvit")
 
 #: Exit codes: bad input before work, a run that failed, and 128 + the signal for a stopped run.
 EXIT_USER_ERROR, EXIT_RUN_FAILED = 2, 1
+#: Hydra's options that unpickle a file, which can run any code; argparse also takes any prefix of them.
+PICKLE_OPTIONS = ("--experimental-rerun",)
 _task_started = False
 
 
@@ -84,6 +86,7 @@ def run_main(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function so that Hydra's own errors about the command line (an unknown
     option of a group, a malformed override) exit with the user-error code, like every other bad input."""
     try:
+        refuse_pickle_options(sys.argv[1:])
         check_task_overrides(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -94,6 +97,16 @@ def run_main(main: Callable[[], Any]) -> None:
         if exit_.code == 1 and not _task_started:
             sys.exit(EXIT_USER_ERROR)
         raise
+
+
+def refuse_pickle_options(argv: list[str]) -> None:
+    """Raise ConfigError for an option of ``PICKLE_OPTIONS`` (or a prefix argparse would expand to one)."""
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        option = next((o for o in PICKLE_OPTIONS if len(name) > 2 and o.startswith(name)), None)
+        if option is not None:
+            raise ConfigError(f"{arg!r} is refused: {option} unpickles a file, which can run any code; "
+                              "rerun a job with the overrides in its <run>/.hydra/overrides.yaml instead")
 
 
 def _in_sweep() -> bool:

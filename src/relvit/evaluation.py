@@ -41,7 +41,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     saved = saved_run_config(content, "ckpt_path", str(cfg.ckpt_path))
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task)
-    run_cfg = rebuild(saved, cfg, overrides, OWN_KEYS)
+    run_cfg = rebuild(saved, cfg, overrides, OWN_KEYS, source=f"the config saved in {cfg.ckpt_path}")
     # how the weights were obtained is history: evaluation loads them from the checkpoint itself
     run_cfg.pretrained = run_cfg.resume = run_cfg.finetune = None
     if protocol != "metrics":  # the frozen protocols use labels: data.labels_per_class applies to them

@@ -97,7 +97,7 @@ def export(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
     saved = saved_run_config(content, "ckpt_path", str(cfg.ckpt_path))
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task)
-    run_cfg = rebuild(saved, cfg, overrides, OWN_KEYS)
+    run_cfg = rebuild(saved, cfg, overrides, OWN_KEYS, source=source)
     run_cfg.pretrained = run_cfg.resume = run_cfg.finetune = None
     run_cfg = trusted_resolved(run_cfg, source)
     megapatch = run_cfg.task.get("megapatch")

@@ -1,12 +1,15 @@
 """A run's config rebuilt from the one saved in its checkpoint, with the command line's overrides on top."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.errors import ConfigError
-from relvit.trusted_config import check_trusted
+from relvit.trusted_config import check_resolvers, check_trusted, entries_from_project
+
+#: The groups that decide where a run writes: a stored config names their entries, conf/ defines them.
+PROJECT_GROUPS = ("callbacks", "logger")
 
 
 def saved_run_config(content: dict[str, Any], key: str, path: str) -> dict[str, Any]:
@@ -20,21 +23,54 @@ def saved_run_config(content: dict[str, Any], key: str, path: str) -> dict[str, 
     return saved
 
 
-def rebuild(saved: dict[str, Any], cfg: DictConfig, overrides: list[str], own_keys: tuple[str, ...] = ()) -> DictConfig:
+def rebuild(saved: dict[str, Any], cfg: DictConfig, overrides: list[str], own_keys: tuple[str, ...] = (),
+            source: str = "the saved config") -> DictConfig:
     """``saved`` with each key the user overrode now taken from ``cfg`` (whole groups such as
     ``dataset=...`` included), top-level keys added since the checkpoint was written taken from
-    ``cfg``, and ``cfg``'s paths, so the run writes into its own directory."""
+    ``cfg``, and ``cfg``'s paths, so the run writes into its own directory.
+
+    What ``saved`` says about writing is not used: its loggers and callbacks are rebuilt from conf/,
+    the Trainer's root dir is the new run's, and a download happens only when this command line asks.
+    Its interpolations may call only pure resolvers (``check_resolvers``)."""
     merged = OmegaConf.create(saved)
+    for group in PROJECT_GROUPS:
+        if group in merged:
+            merged[group] = entries_from_project(saved[group], group, source)
+    if "trainer" in merged and "trainer" in cfg:
+        merged.trainer.default_root_dir = cfg.trainer.default_root_dir
+    without_downloads(merged)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    keys = [k for k in keys if k not in own_keys and not k.startswith("hydra")]
+    _check_stored(merged, keys, source)
     for key in cfg:
         if key not in merged and key not in own_keys:
             merged[key] = cfg[key]
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in own_keys or key.startswith("hydra"):
-            continue
+    for key in keys:
         OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     merged.paths = cfg.paths
     return merged
+
+
+def without_downloads(config: DictConfig) -> None:
+    """A stored config never turns a download on (it would write into a folder the file names);
+    only a command line's ``dataset.download=true`` does."""
+    if isinstance(config.get("dataset"), DictConfig):
+        config.dataset.download = False
+        if isinstance(config.dataset.get("source"), DictConfig) and "download" in config.dataset.source:
+            config.dataset.source.download = "${dataset.download}"
+
+
+def _check_stored(merged: DictConfig, replaced: list[str], source: str) -> None:
+    """``check_resolvers`` on what the run takes from the stored config: not its paths, nor the keys
+    this command line replaces."""
+    stored = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(merged)))
+    stored.pop("paths", None)
+    for key in replaced:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(stored, parent, throw_on_resolution_failure=False) if parent else stored
+        if isinstance(node, DictConfig):
+            node.pop(leaf, None)
+    check_resolvers(OmegaConf.to_container(stored), source)
 
 
 def check_resolved(cfg: DictConfig, source: str) -> None:
@@ -50,7 +86,7 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
     path = str(cfg.resume)
     content = read_checkpoint(path)
-    merged = rebuild(saved_run_config(content, "resume", path), cfg, overrides)
+    merged = rebuild(saved_run_config(content, "resume", path), cfg, overrides, source=f"the config saved in {path}")
     merged.pretrained = None  # the resumed weights replace any warm start
     extend = cfg.get("extend_to_epochs")
     if extend is not None:

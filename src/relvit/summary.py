@@ -10,6 +10,7 @@ import csv
 import fcntl
 import io
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from relvit.distributed import is_rank_zero
+from relvit.errors import RunFailed, UserError
+from relvit.run_files import atomic_write, write_text
 
 #: What a job leaves in its dir for the summary: overrides, status, wall time, error.
 JOB_RECORD = "sweep_job.json"
@@ -99,10 +102,10 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         header, cells = table(rows)
         buffer = io.StringIO()
         csv.writer(buffer).writerows([header, *cells])
-        _replace(sweep_dir / "summary.csv", buffer.getvalue())
+        write_text(sweep_dir / "summary.csv", buffer.getvalue())
         md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in cells]
-        _replace(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\n" + "\n".join(md) + "\n")
+        write_text(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\n" + "\n".join(md) + "\n")
         plot(rows, sweep_dir / "summary.png")
     return rows
 
@@ -129,27 +132,24 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(monitor or "no finished job")
     ax.set_title(f"{len(rows)} jobs ({sum(r['status'] == 'failed' for r in rows)} failed)")
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    tmp.replace(path)
-
-
-def _replace(path: Path, text: str) -> None:
-    # a reader never sees half a file
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
 
 
 @contextmanager
 def _locked(sweep_dir: Path):
-    # parallel jobs (joblib, SLURM) finish at the same time: one rebuild at a time sees every record
-    with open(sweep_dir / ".summary.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # parallel jobs (joblib, SLURM) finish at the same time: one rebuild at a time sees every record.
+    # Never truncated, and never through a link planted in the sweep dir (O_NOFOLLOW).
+    path = sweep_dir / ".summary.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot lock {path}: {err.strerror or err} (a symbolic link is never followed); "
+                        "remove it to rebuild the summary") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class SweepSummary(Callback):
@@ -178,7 +178,7 @@ class SweepSummary(Callback):
             "wall_s": None if start is None else round(time.time() - start, 1),
             "error": f"{type(error).__name__}: {error}".splitlines()[0] if failed else "",
         }
-        _replace(job_dir / JOB_RECORD, json.dumps(record, indent=2))
+        write_text(job_dir / JOB_RECORD, json.dumps(record, indent=2))
         write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -191,7 +191,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print("usage: python -m relvit.summary <sweep_dir>   (a multirun/<time> folder)", file=sys.stderr)
         return 2
-    rows = write_summary(Path(argv[0]))
+    try:
+        rows = write_summary(Path(argv[0]))
+    except (UserError, RunFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UserError) else 1
     print(f"{len(rows)} jobs: " + ", ".join(str(Path(argv[0]) / f) for f in FILES))
     return 0
 

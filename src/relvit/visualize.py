@@ -26,9 +26,11 @@ from torchvision.utils import make_grid, save_image
 
 from relvit.callbacks import colour_map, position_similarity_grid
 from relvit.checkpoints import read_checkpoint, state_dict_of
+from relvit.data.verify import image_problem
 from relvit.errors import UserError
-from relvit.saved_config import saved_run_config
-from relvit.trusted_config import trusted_resolved
+from relvit.run_files import atomic_write
+from relvit.saved_config import saved_run_config, without_downloads
+from relvit.trusted_config import check_resolvers, trusted_resolved
 
 TILE = 96
 KEYS = {"ckpt_path": None, "image": None, "output_dir": None, "index": "0", "query_patch": None}
@@ -107,7 +109,10 @@ def parse(argv: list[str]) -> dict[str, str | None]:
 
 
 def load_image(path: str, size: int) -> torch.Tensor:
-    """An image file -> uint8 [1, 3, size, size]."""
+    """An image file -> uint8 [1, 3, size, size], verified as the training data is."""
+    problem = image_problem(path)
+    if problem:
+        raise UserError(f"image={path!r} cannot be read as an image: {problem}")
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
@@ -122,7 +127,10 @@ def visualize(args: dict[str, str | None]) -> Path:
 
     ckpt = str(args["ckpt_path"])
     content = read_checkpoint(ckpt)
-    cfg = OmegaConf.create(saved_run_config(content, "ckpt_path", ckpt))
+    saved = saved_run_config(content, "ckpt_path", ckpt)
+    check_resolvers({k: v for k, v in saved.items() if k != "paths"}, f"the config saved in {ckpt}")
+    cfg = OmegaConf.create(saved)
+    without_downloads(cfg)
     cwd = Path.cwd()
     out_dir = Path(args["output_dir"] or cwd / "outputs" / "visualize" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     cfg.paths = {"root_dir": str(cwd), "data_dir": str(cwd / "data"), "log_dir": str(cwd / "outputs"), "output_dir": str(out_dir)}
@@ -151,7 +159,7 @@ def visualize(args: dict[str, str | None]) -> Path:
         raise UserError(f"output_dir={str(out_dir)!r} already holds {taken}: give another output_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, picture in drawn.items():
-        save_image(picture, out_dir / name)
+        atomic_write(out_dir / name, lambda f: save_image(picture, f, format="png"))
         print(f"wrote {out_dir / name} ({picture.shape[-1]} x {picture.shape[-2]})", flush=True)
     return out_dir
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from relvit.data.sources.base import DataNotFoundError, FileSplit
-from relvit.data.sources.image_folder import ImageFolderSource
+from relvit.data.sources.image_folder import ImageFolderSource, decode_images
 
-from conftest import write_image
+from conftest import write_hollow_png, write_image
 
 # ---------------------------------------------------------------- your own image folders
 
@@ -63,3 +63,11 @@ def test_image_folder_missing_or_empty_is_data_not_found(tmp_path, make):
     with pytest.raises(DataNotFoundError) as err:
         ImageFolderSource(root=tmp_path).prepare()
     assert str(tmp_path / "train") in str(err.value) and "<class>/<image>" in str(err.value)
+
+
+def test_decoding_a_png_with_rows_missing_names_the_file(tmp_path):
+    whole = write_image(tmp_path / "whole.png", 32)
+    hollow = write_hollow_png(tmp_path / "hollow.png", 32, 32, 3)
+    assert decode_images([str(whole)], 32).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"hollow\.png cannot be decoded \(its image data ends after 99 of the 1056 bytes"):
+        decode_images([str(whole), hollow], 32)

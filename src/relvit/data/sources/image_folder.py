@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit, data_root, refuse_download
+from relvit.data.verify import png_rows_problem
 from relvit.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -70,6 +71,9 @@ def decode_images(paths: list[str], size: int) -> torch.Tensor:
                 if im.size != (size, size):
                     raise ValueError(f"{path} is {im.size[0]}x{im.size[1]} pixels; this dataset's images are {size}x{size}")
                 out[i] = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+                problem = png_rows_problem(path) if im.format == "PNG" else None
+            if problem:  # PIL leaves the rows a PNG lacks black
+                raise ValueError(f"{path} cannot be decoded ({problem}); remove or replace the file")
         except OSError as err:  # truncated, corrupt or not an image
             raise ValueError(f"{path} cannot be decoded ({type(err).__name__}: {err}); remove or replace the file") from None
     return out
