@@ -390,3 +390,60 @@ def _in_process(args: list[str], cwd: Path, cli) -> tuple[int, str, str]:
     finally:
         sys.argv = argv
     return code, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------- the README's own structure
+
+
+def _prose(text: str) -> str:
+    """The README without its code blocks (a ``#`` there is a shell comment, not a heading)."""
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """Every table of the README's prose: its rows (the header first), each a list of cells."""
+    tables: list[list[list[str]]] = []
+    previous_was_row = False
+    for line in _prose(text).splitlines():
+        is_row = line.startswith("|")
+        if is_row:
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not previous_was_row:
+                tables.append([])
+            if not all(re.fullmatch(r":?-+:?", cell) for cell in cells):
+                tables[-1].append(cells)
+        previous_was_row = is_row
+    return tables
+
+
+def test_no_heading_or_table_row_is_written_twice():
+    text = README.read_text()
+    headings = re.findall(r"^#+ .*$", _prose(text), re.M)
+    assert sorted({h for h in headings if headings.count(h) > 1}) == []
+    separator = re.compile(r"^\|(\s*:?-+:?\s*\|)+$")
+    lines = _prose(text).splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and not (i and lines[i - 1].startswith("|")):
+            assert i + 1 < len(lines) and separator.match(lines[i + 1]), f"a table without a header row: {line[:60]}"
+    for table in _tables(text):
+        keys = [row[0] for row in table]
+        assert sorted({k for k in keys if keys.count(k) > 1}) == [], f"rows written twice in the table {table[0]}"
+
+
+def test_the_configuration_table_names_every_config_group_and_option():
+    (table,) = [t for t in _tables(README.read_text()) if t[0] == ["group", "options"]]
+    rows = {row[0].strip("`"): row[1] for row in table[1:]}
+    conf = REPO / "conf"
+    groups = {str(p.relative_to(conf)) for p in conf.rglob("*.yaml") if p.parent != conf}
+    groups = {g.rsplit("/", 1)[0] for g in groups} - {"hydra", "sweep/arm"}
+    assert sorted(groups - set(rows)) == [], "config groups without a row"
+    assert sorted(set(rows) - groups) == [], "rows for groups conf/ lacks"
+    (experiments,) = [t for t in _tables(README.read_text()) if t[0][0] == "experiment"]
+    original = {row[0].strip("`") for row in experiments[1:]}
+    for group, cell in rows.items():
+        named = set(re.findall(r"`([\w/]+)`", cell)) | (original if group == "experiment" else set())
+        options = {p.stem for p in (conf / group).glob("*.yaml")}
+        assert sorted(options - named) == [], f"options of {group} the README does not name"
+        if group != "hydra/launcher":  # Hydra's own launchers (basic, joblib, submitit) have no file here
+            listed = set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cell.split(":")[0])))
+            assert sorted(listed - options) == [], f"{group}: options conf/{group} lacks"
