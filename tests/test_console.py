@@ -1,4 +1,5 @@
 """Where the output is not a terminal, a run prints a progress line per epoch and at least every minute."""
+import logging
 import re
 import sys
 from types import SimpleNamespace
@@ -9,10 +10,14 @@ from relvit.training import train
 LINE = re.compile(r"^epoch (\d+)/(\d+)  step (\d+)/(\d+)  images/s (\d+)  ETA (\d+:\d\d:\d\d)$", re.M)
 
 
-def test_a_run_into_a_file_prints_a_line_per_epoch(tiny_cfg, capsys, monkeypatch):
+def test_a_run_into_a_file_prints_a_line_per_epoch_and_a_layer_table_without_flops(tiny_cfg, capsys, caplog,
+                                                                                      monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    train(tiny_cfg("trainer.enable_progress_bar=true", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                   "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
+    with caplog.at_level(logging.INFO):
+        train(tiny_cfg("trainer.enable_progress_bar=true", "trainer.enable_model_summary=true", "trainer.max_epochs=2",
+                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
+    (table,) = [r.getMessage() for r in caplog.records if "Total params" in r.getMessage()]
+    assert "backbone" in table and "Params" in table and "FLOPs" not in table and "Flops" not in table
     lines = LINE.findall(capsys.readouterr().out)
     assert [(epoch, epochs, step, steps) for epoch, epochs, step, steps, _, _ in lines] == [
         ("1", "2", "3", "6"), ("2", "2", "6", "6")]

@@ -3,12 +3,15 @@
 (clusters, ``nohup``, a file) a progress line per epoch and at least every minute takes its place."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from datetime import timedelta
 from typing import Any, Callable
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.errors import ConfigError
@@ -38,6 +41,25 @@ def progress_bar(cfg: DictConfig) -> tuple[bool, list[L.Callback]]:
 
         return True, [RichProgressBar(leave=True)]
     return wanted, []
+
+
+def model_summary(cfg: DictConfig) -> list[L.Callback]:
+    """The layer table at the start of a fit (``trainer.enable_model_summary``), without FLOPs."""
+    return [LayerTable()] if cfg.trainer.get("enable_model_summary", True) else []
+
+
+class LayerTable(ModelSummary):
+    """Lightning's model summary without its FLOPs column and total: Lightning counts them on an
+    ``example_input_array``, which this module has not (what it takes depends on the task), and so
+    printed ``0`` for every layer."""
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
+        columns = [(name, cells) for name, cells in summary_data if name != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes, 0, *columns)
+        lines = table.splitlines()
+        logging.getLogger(ModelSummary.__module__).info("\n" + "\n".join(line for line in lines if not line.endswith("Total Flops")))
 
 
 class ProgressLines(L.Callback):

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import check_config, check_token_grid
-from relvit.console import check_console, print_config, progress_bar
+from relvit.console import check_console, model_summary, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
@@ -104,7 +104,7 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
 def make_trainer(cfg: DictConfig, guards: Sequence[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
     progress, bar = progress_bar(cfg)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar + model_summary(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if loggers:  # every tracker keeps the composed config beside the metrics
         config = OmegaConf.to_container(cfg, resolve=True)
