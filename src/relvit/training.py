@@ -132,12 +132,13 @@ def evaluate_splits(trainer: L.Trainer, run: Run, splits: list[str]) -> dict[str
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
-    """A short aligned table: one row per metric, one column per split."""
+    """A short aligned table: one row per metric, one column per split; ``-`` where a split has no
+    such metric (the kNN monitor and the online probe measure on val only)."""
     splits = list(metrics)
     names = sorted({k.split("/", 1)[1] for split in splits for k in metrics[split]})
     rows = [["metric", *splits]]
     for name in names:
-        rows.append([name, *(f"{metrics[s].get(f'{s}/{name}', float('nan')):.4f}" for s in splits)])
+        rows.append([name, *(f"{metrics[s][f'{s}/{name}']:.4f}" if f"{s}/{name}" in metrics[s] else "-" for s in splits)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
 
