@@ -68,3 +68,15 @@ def test_extend_must_go_beyond_the_epochs_done(cli, tmp_path):
     assert code == 0
     code, _, err = cli("train.py", f"resume={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}", "extend_to_epochs=1")
     assert code == 2 and "error: extend_to_epochs=1 is invalid: " in err and "has trained 1 epochs" in err
+
+
+def test_resuming_a_finished_run_says_nothing_was_left_to_train(cli, tmp_path):
+    code, _, err = cli("train.py", *TINY, "task=downstream", f"hydra.run.dir={tmp_path / 'a'}")
+    assert code == 0, err[-2000:]
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    code, out, err = cli("train.py", f"resume={last}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert code == 0, err[-2000:]
+    assert (f"resume={last}: nothing was left to train, the run had finished its trainer.max_epochs=1 epochs "
+            "(extend_to_epochs=<more epochs> trains it on)") in out
+    summary = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert summary["best_checkpoint"] == str(tmp_path / "b" / "checkpoints" / "best.ckpt") and summary["test"]

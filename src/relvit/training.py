@@ -179,8 +179,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         stop.raise_if_asked("before training started")
         resume = str(requeued) if requeued else cfg.get("resume")
-        if resume:
-            read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
+        resumed_step = None
+        if resume:  # refuses damaged and code-bearing files with this project's messages
+            resumed_step = read_checkpoint(resume).get("global_step")
         guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
         trainer = make_trainer(cfg, guards)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
@@ -189,6 +190,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         if checkpoint is not None and checkpoint.dirpath:
             trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))  # type: ignore[attr-defined]
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
+        if resumed_step is not None and trainer.global_step == resumed_step and is_rank_zero():
+            print(f"resume={resume}: nothing was left to train, the run had finished its trainer.max_epochs="
+                  f"{trainer.max_epochs} epochs (extend_to_epochs=<more epochs> trains it on); evaluating its best "
+                  "checkpoint", flush=True)
         if debug:
             metrics = evaluate_splits(trainer, run, ["val", "test"])
             print(f"\ndebug run (one batch of each split, nothing saved):\n{format_table(metrics)}\n", flush=True)
