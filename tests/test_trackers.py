@@ -58,8 +58,8 @@ def read_wandb_run(run_dir: Path) -> dict:
 
 
 def test_wandb_offline_and_mlflow_record_a_run(tiny_cfg, tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
-    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb", reason="needs pip install -e '.[trackers]'")
+    pytest.importorskip("mlflow", reason="needs pip install -e '.[trackers]'")
     # no API key anywhere: W&B must go offline by itself, without asking the network
     monkeypatch.setenv("HOME", str(tmp_path))
     for key in ("WANDB_API_KEY", "WANDB_MODE"):
