@@ -1,4 +1,6 @@
 """Published weight files (.pth, .pt, .safetensors) of each family load into the right tensors."""
+import logging
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -79,7 +81,7 @@ def test_official_t2t_vit_weights(tmp_path):
     assert not any(n.startswith("backbone.") for n in report.missing)
 
 
-def test_vit_weights_of_another_resolution_are_resampled(tmp_path):
+def test_vit_weights_of_another_resolution_are_resampled(tmp_path, caplog):
     """A 224 px / 16 px file (DeiT key layout) into a 32 px / 4 px run: the grid 14 x 14 -> 8 x 8
     and the 16 px kernel -> 4 px are resampled, not skipped; a width that differs is still skipped."""
     torch.manual_seed(5)
@@ -88,8 +90,12 @@ def test_vit_weights_of_another_resolution_are_resampled(tmp_path):
     path = tmp_path / "deit_224.pth"
     torch.save({"model": state}, path)
     module = module_around(ViTBackbone(32, 4, 24, 2, 2))
-    report = load_pretrained(module, path)
-    assert report.shape_mismatch == []
+    with caplog.at_level(logging.INFO, logger="relvit"):
+        report = load_pretrained(module, path)
+    assert report.shape_mismatch == [] and report.unexpected == []
+    assert report.not_mapped == ["head.weight", "head.bias"]  # the published classifier, reported as skipped
+    assert "2 skipped (the published classifier head or buffers the backbone derives)" in caplog.text
+    assert "skipped, the published classifier head or derived buffers: head.weight, head.bias" in caplog.text
     assert sorted(report.resampled) == [
         "backbone.vit.patch_embed.proj.weight (24, 3, 16, 16) -> (24, 3, 4, 4)",
         "backbone.vit.pos_embed (1, 197, 24) -> (1, 65, 24)",

@@ -79,9 +79,59 @@ def test_experiment_composes_with_the_original_recipe(tmp_path, name):
         assert (cfg.backbone.drop_path_rate, default.backbone.drop_path_rate) == (0.0, 0.1)
     if "cls_token_std" in cfg.backbone:
         assert cfg.backbone.cls_token_std == 0.02
+    if "pos_drop_without_pos_embed" in cfg.backbone:  # ViT and T2T-ViT: token dropout only with positions
+        assert (cfg.backbone.pos_drop_without_pos_embed, default.backbone.pos_drop_without_pos_embed) == (False, True)
+
+
+@pytest.mark.parametrize("dataset,split", [("flower102", "val"), ("flower102_56", "val"), ("cifar10", "test"),
+                                           ("imagenet100", "test")])
+def test_the_original_recipe_selects_where_the_original_does(tmp_path, dataset, split):
+    """On the test split for datasets without a val split of their own; on Flowers-102's official val split."""
+    cfg = compose_config(tmp_path, [f"dataset={dataset}", "recipe=original"])
+    assert cfg.data.select_on == split
+    assert compose_config(tmp_path, [f"dataset={dataset}"]).data.select_on == "val"
+
+
+@pytest.mark.parametrize("target", ["relvit.backbones.vit.ViTBackbone", "relvit.backbones.t2t_vit.T2TViTBackbone"])
+def test_the_original_drops_tokens_only_where_position_embeddings_are_added(target):
+    import torch
+    from hydra.utils import get_class
+
+    sizes = {"image_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2} if "vit.ViT" in target \
+        else {"variant": "t2t_vit_7", "image_size": 32}
+    images = torch.rand(2, 3, 32, 32)
+
+    def twice(always: bool, add_pos_embed: bool) -> bool:
+        """Whether two forward passes differ, the token dropout (p 0.5) the only module in training mode."""
+        backbone = get_class(target)(**sizes, drop_path_rate=0.0, pos_drop_without_pos_embed=always).eval()
+        token_drop = getattr(backbone, "vit", backbone).pos_drop
+        token_drop.p = 0.5  # drop_rate would also feed the blocks' dropouts
+        token_drop.train()
+        return not torch.equal(backbone(images, add_pos_embed=add_pos_embed)[1], backbone(images, add_pos_embed=add_pos_embed)[1])
+
+    assert twice(always=True, add_pos_embed=False) and twice(always=True, add_pos_embed=True)
+    assert not twice(always=False, add_pos_embed=False)  # upstream under recipe=original: no token dropout
+    assert twice(always=False, add_pos_embed=True)
 
 
 def test_quickstart_runs_one_batch_with_the_original_recipe(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=quickstart", "recipe=original", "debug=fast", "trainer.accelerator=cpu"])
     summary = train(cfg)
     assert summary["val"] and summary["test"]
+
+
+def test_the_regularisation_table_of_the_fidelity_doc_is_what_the_experiments_compose(tmp_path):
+    """docs/fidelity.md says, per original experiment, which weight decay, dropout and drop-path it trains with."""
+    import re
+
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "fidelity.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (.+) \|$", doc, re.M)
+    originals = [n for n in EXPERIMENTS if n.startswith(("upstream_", "downstream_"))]
+    assert sorted(name for name, *_ in rows) == sorted(originals)
+    for name, decay, dropout, corrected, original, _ in rows:
+        for recipe, drop_path in (("corrected", corrected), ("original", original)):
+            cfg = compose_config(tmp_path, [f"experiment={name}", f"recipe={recipe}"])
+            composed = (cfg.optimizer.weight_decay, cfg.backbone.drop_rate, cfg.backbone.drop_path_rate)
+            assert composed == (float(decay), float(dropout), float(drop_path)), (name, recipe)

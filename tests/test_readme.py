@@ -89,9 +89,30 @@ class Plan:
     needs: str | None = None  # a program that must be on PATH (SLURM), else skipped
     shell: str | None = None  # a shell command: run in "repo" (this checkout) or "new_git" (a fresh git repo)
     timeout: int = 300
+    imports: tuple[str, ...] = ()  # modules of an extra (EXTRAS), else skipped, naming the pip install line
+
+
+#: The modules of each optional extra that README commands use, and the extra that installs them.
+EXTRAS = {
+    "wandb": "trackers", "mlflow": "trackers", "hydra_plugins.hydra_joblib_launcher": "cluster",
+    "hydra_plugins.hydra_submitit_launcher": "cluster", "hydra_plugins.hydra_optuna_sweeper": "cluster",
+}
+
+
+def missing_extra(modules: tuple[str, ...]) -> str | None:
+    """Why a command cannot run here (an extra's module that does not import), or None."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return f"needs pip install -e '.[{EXTRAS[module]}]' ({module} is not installed)"
+    return None
 
 
 RUNS = Plan(budget=[*BUDGET, *SMALL_VIT])
+JOBLIB = ("hydra_plugins.hydra_joblib_launcher",)
 PLANS: dict[str, Plan] = {
     "pip install -e . && python train.py experiment=quickstart": Plan(budget=[
         *BUDGET, "backbone.embed_dim=36", "backbone.num_heads=3", 'finetune=["task=downstream","trainer.max_epochs=1"]']),
@@ -99,8 +120,9 @@ PLANS: dict[str, Plan] = {
     "pip install -e '.[trackers]'": Plan(budget=[]),  # its extras must exist, below
     "pip install -e '.[dev]' && pre-commit install": Plan(budget=[], needs="pre-commit", shell="new_git"),
     "pip install -e '.[test]' && ruff check . && mypy src/relvit": Plan(budget=[], shell="repo"),
-    "python train.py 'logger=[tensorboard,wandb,mlflow]'": RUNS,
-    "python train.py logger=wandb logger.wandb.project=my_project logger.wandb.offline=true": RUNS,
+    "python train.py 'logger=[tensorboard,wandb,mlflow]'": Plan(budget=RUNS.budget, imports=("wandb", "mlflow")),
+    "python train.py logger=wandb logger.wandb.project=my_project logger.wandb.offline=true":
+        Plan(budget=RUNS.budget, imports=("wandb",)),
     "python -m relvit.export ckpt_path=<ckpt> out=exports/backbone": Plan(budget=[]),
     "python train.py task=upstream": RUNS,
     "python train.py task=downstream pretrained=<run>/checkpoints/best.ckpt": RUNS,
@@ -121,16 +143,18 @@ PLANS: dict[str, Plan] = {
         Plan(needs="srun"),
     "python train.py sweep=digits_seeds_lr": Plan(budget=[*BUDGET, *SMALL_VIT, "seed=1", "optimizer.lr=5e-4"]),
     "python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=1e-4,5e-4":
-        Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True),
+        Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True, imports=JOBLIB),
     "python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=4 trainer=gpu_per_job seed=1,2,3,4":
         Plan(budget=[*BUDGET, *SMALL_VIT, *([] if HAS_CUDA else ["seed=1", "hydra.launcher.n_jobs=1"])],
-             subprocess=True, needs_gpu=True),
-    "python train.py -m hydra/launcher=submitit_local seed=1,2": Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True),
+             subprocess=True, needs_gpu=True, imports=JOBLIB),
+    "python train.py -m hydra/launcher=submitit_local seed=1,2": Plan(budget=[*BUDGET, *SMALL_VIT], subprocess=True,
+                                                                       imports=("hydra_plugins.hydra_submitit_launcher",)),
     "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu hydra.launcher.nodes=2 "
     "hydra.launcher.gpus_per_node=4 trainer=ddp trainer.num_nodes=2 trainer.devices=4 seed=1,2": Plan(needs="sbatch"),
     "python train.py sweep=paper_grid hydra.launcher.partition=gpu": Plan(needs="sbatch"),
     "python train.py -m hparams_search=digits_finetune": Plan(budget=[*BUDGET, *SMALL_VIT, "hydra.sweeper.n_trials=2",
-                                                                      "hydra.sweep.dir=multirun/optuna"]),
+                                                                      "hydra.sweep.dir=multirun/optuna"],
+                                                              imports=("hydra_plugins.hydra_optuna_sweeper",)),
     "python -m relvit.summary multirun/<time>": Plan(budget=[]),
     "python evaluate.py ckpt_path=outputs/upstream/runs/<time>/finetune/checkpoints/best.ckpt": Plan(budget=[]),
     "python evaluate.py ckpt_path=<ckpt> data.eval_batch_size=64 'splits=[test]'": Plan(budget=[]),
@@ -255,7 +279,16 @@ def _stage_cifar(cwd: Path, world: dict[str, Path]) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("command", [c for c, _ in COMMANDS], ids=lambda c: c[:70])
+def _command_params() -> list:
+    """The README's commands, those whose extra is not installed skipped (before the world is built)."""
+    params = []
+    for command, _ in COMMANDS:
+        why = missing_extra(PLANS[command].imports) if command in PLANS else None
+        params.append(pytest.param(command, marks=[pytest.mark.skip(reason=why)] if why else []))
+    return params
+
+
+@pytest.mark.parametrize("command", _command_params(), ids=lambda c: c[:70])
 def test_readme_command(command, world, cli, tmp_path, monkeypatch):
     plan = PLANS[command]
     shown = dict(COMMANDS)[command]
@@ -392,3 +425,60 @@ def _in_process(args: list[str], cwd: Path, cli) -> tuple[int, str, str]:
     finally:
         sys.argv = argv
     return code, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------- the README's own structure
+
+
+def _prose(text: str) -> str:
+    """The README without its code blocks (a ``#`` there is a shell comment, not a heading)."""
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """Every table of the README's prose: its rows (the header first), each a list of cells."""
+    tables: list[list[list[str]]] = []
+    previous_was_row = False
+    for line in _prose(text).splitlines():
+        is_row = line.startswith("|")
+        if is_row:
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not previous_was_row:
+                tables.append([])
+            if not all(re.fullmatch(r":?-+:?", cell) for cell in cells):
+                tables[-1].append(cells)
+        previous_was_row = is_row
+    return tables
+
+
+def test_no_heading_or_table_row_is_written_twice():
+    text = README.read_text()
+    headings = re.findall(r"^#+ .*$", _prose(text), re.M)
+    assert sorted({h for h in headings if headings.count(h) > 1}) == []
+    separator = re.compile(r"^\|(\s*:?-+:?\s*\|)+$")
+    lines = _prose(text).splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and not (i and lines[i - 1].startswith("|")):
+            assert i + 1 < len(lines) and separator.match(lines[i + 1]), f"a table without a header row: {line[:60]}"
+    for table in _tables(text):
+        keys = [row[0] for row in table]
+        assert sorted({k for k in keys if keys.count(k) > 1}) == [], f"rows written twice in the table {table[0]}"
+
+
+def test_the_configuration_table_names_every_config_group_and_option():
+    (table,) = [t for t in _tables(README.read_text()) if t[0] == ["group", "options"]]
+    rows = {row[0].strip("`"): row[1] for row in table[1:]}
+    conf = REPO / "conf"
+    groups = {str(p.relative_to(conf)) for p in conf.rglob("*.yaml") if p.parent != conf}
+    groups = {g.rsplit("/", 1)[0] for g in groups} - {"hydra", "sweep/arm"}
+    assert sorted(groups - set(rows)) == [], "config groups without a row"
+    assert sorted(set(rows) - groups) == [], "rows for groups conf/ lacks"
+    (experiments,) = [t for t in _tables(README.read_text()) if t[0][0] == "experiment"]
+    original = {row[0].strip("`") for row in experiments[1:]}
+    for group, cell in rows.items():
+        named = set(re.findall(r"`([\w/]+)`", cell)) | (original if group == "experiment" else set())
+        options = {p.stem for p in (conf / group).glob("*.yaml")}
+        assert sorted(options - named) == [], f"options of {group} the README does not name"
+        if group != "hydra/launcher":  # Hydra's own launchers (basic, joblib, submitit) have no file here
+            listed = set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cell.split(":")[0])))
+            assert sorted(listed - options) == [], f"{group}: options conf/{group} lacks"

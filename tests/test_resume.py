@@ -110,3 +110,15 @@ def test_a_stored_environment_lookup_is_refused_before_the_run_dir_is_claimed(cl
     code, _, err = cli("train.py", f"resume={crafted}", f"hydra.run.dir={tmp_path / 'b'}")
     assert code == 2 and "node dataset.name = '${oc.env:RELVIT_PROBE_SECRET}' calls the resolver 'oc.env'" in err
     assert "do-not-leak" not in err and not (tmp_path / "b" / "run.json").exists()
+
+
+def test_resuming_a_finished_run_says_nothing_was_left_to_train(cli, tmp_path):
+    code, _, err = cli("train.py", *TINY, "task=downstream", f"hydra.run.dir={tmp_path / 'a'}")
+    assert code == 0, err[-2000:]
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    code, out, err = cli("train.py", f"resume={last}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert code == 0, err[-2000:]
+    assert (f"resume={last}: nothing was left to train, the run had finished its trainer.max_epochs=1 epochs "
+            "(extend_to_epochs=<more epochs> trains it on)") in out
+    summary = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert summary["best_checkpoint"] == str(tmp_path / "b" / "checkpoints" / "best.ckpt") and summary["test"]

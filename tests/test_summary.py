@@ -66,6 +66,11 @@ def test_a_failed_job_is_a_row_and_the_sweep_goes_on(tmp_path):
     assert [r["status"] for r in rows] == ["failed", "completed"]  # the job after the failure still ran
     assert "optimizer.lr=-1 is invalid" in rows[0]["error"]
     assert float(rows[1]["val/acc"]) >= 0 and float(rows[1]["wall_s"]) > 0
+    # wall_s spans the job's own work: from the run dir's claim to its metrics.json, at least
+    job = sweep_dir / "1"
+    span = (job / "metrics.json").stat().st_mtime - (job / ".hydra" / "overrides.yaml").stat().st_mtime
+    assert float(rows[1]["wall_s"]) >= span - 0.1
+    assert "wall_s: seconds from Hydra's start of the job to its end" in (sweep_dir / "summary.md").read_text()
     assert (sweep_dir / "summary.md").is_file() and (sweep_dir / "summary.png").is_file()
 
 

@@ -21,6 +21,7 @@ def summary_rows(sweep_dir):
 
 
 def test_the_slurm_launchers_compose(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs pip install -e '.[cluster]'")
     common = ["hydra.launcher.partition=gpu", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4",
               "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4", "--cfg", "hydra"]
     plain = train("hydra/launcher=submitit_slurm", *common, cwd=tmp_path)  # the plugin's own config
@@ -35,7 +36,8 @@ def test_the_slurm_launchers_compose(tmp_path):
 
 
 def test_an_optuna_study_continues_when_run_again(tmp_path):
-    optuna = pytest.importorskip("optuna")
+    optuna = pytest.importorskip("optuna", reason="needs pip install -e '.[cluster]'")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[cluster]'")
     study_dir = tmp_path / "study"
     tiny = [o for o in TINY if not o.startswith("backbone=")]
     for _ in range(2):

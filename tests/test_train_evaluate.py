@@ -183,3 +183,11 @@ def test_resume_continues_an_interrupted_run_in_a_new_dir(upstream_run, tiny_cfg
     assert last.read_bytes() == before  # the interrupted run is untouched
     with pytest.raises(ConfigError, match="pretrained"):
         build(tiny_cfg(f"resume={last}", f"pretrained={last}"))
+
+
+def test_the_final_table_marks_a_metric_a_split_does_not_measure():
+    from relvit.training import format_table
+
+    table = format_table({"val": {"val/loss": 1.0, "val/knn_acc": 0.5}, "test": {"test/loss": 2.0}}).splitlines()
+    assert [row.split() for row in table] == [["metric", "val", "test"], ["knn_acc", "0.5000", "-"],
+                                              ["loss", "1.0000", "2.0000"]]

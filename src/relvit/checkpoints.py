@@ -147,17 +147,20 @@ class LoadReport:
     resampled: list[str] = field(default_factory=list)
     shape_mismatch: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    not_mapped: list[str] = field(default_factory=list)  # a published file's names the backbone's mapping drops
     missing: list[str] = field(default_factory=list)
 
     def log(self, source: str, limit: int = 12) -> None:
         """One line of counts; names only for what was not loaded (at most ``limit`` of each kind)."""
         log.info("pretrained %s: %d tensors loaded (%d of them resampled to this run's sizes), %d skipped (shape "
-                 "differs), %d skipped (not in this task's model), %d missing (left as initialised)", source,
-                 len(self.loaded), len(self.resampled), len(self.shape_mismatch), len(self.unexpected), len(self.missing))
+                 "differs), %d skipped (not in this task's model), %d skipped (the published classifier head or "
+                 "buffers the backbone derives), %d missing (left as initialised)", source, len(self.loaded),
+                 len(self.resampled), len(self.shape_mismatch), len(self.unexpected), len(self.not_mapped), len(self.missing))
         for title, names in (
             ("resampled", self.resampled),
             ("skipped, shape differs", self.shape_mismatch),
             ("skipped, not in this task's model", self.unexpected),
+            ("skipped, the published classifier head or derived buffers", self.not_mapped),
             ("missing, left as initialised", self.missing),
         ):
             if names:
@@ -171,18 +174,20 @@ def load_pretrained(module: nn.Module, path: str | Path, strict: bool = True) ->
 
     Position embeddings, patch-embedding kernels and relative-position tables made for another
     image, patch or window size are resampled to this run's (``weight_resampling``); other tensors
-    whose shapes differ, and tensors the module lacks, are skipped. The report lists the loaded,
-    resampled, skipped and missing names. With ``strict``, a file that fills less than
+    whose shapes differ, tensors the module lacks and those the backbone's mapping of a published file
+    drops (its classifier head) are skipped. The report lists the loaded, resampled, skipped and missing names. With ``strict``, a file that fills less than
     ``MIN_BACKBONE_SHARE`` of the backbone's tensors (another architecture) is refused.
     """
     tensors = state_dict_of(read_checkpoint(weight_file(path)))
+    report = LoadReport()
     if not any(k.startswith("backbone.") for k in tensors):
         remap = getattr(module.backbone, "remap_state_dict", None)
         if remap is None:
             raise ValueError(f"{path}: not a checkpoint of this project, and {type(module.backbone).__name__} cannot map published weights")
+        # each mapping renames or drops a name on its own, so a name alone tells whether it is dropped
+        report.not_mapped = [k for k, v in tensors.items() if not remap({k: v})]
         tensors = {f"backbone.{k}": v for k, v in remap(tensors).items()}
     own = module.state_dict()
-    report = LoadReport()
     chosen = {}
     for name, value in tensors.items():
         if name not in own:

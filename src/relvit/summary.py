@@ -29,6 +29,9 @@ from relvit.run_files import atomic_write, write_text
 #: What a job leaves in its dir for the summary: overrides, status, wall time, error.
 JOB_RECORD = "sweep_job.json"
 FILES = ("summary.csv", "summary.md", "summary.png")
+#: What the wall_s column measures (SweepSummary's on_job_start to on_job_end, around the task function).
+WALL_S = ("wall_s: seconds from Hydra's start of the job to its end (building, training and evaluating the run); "
+          "the process start-up before the first job and the sweeper's work between jobs (Optuna's study) are not in it.")
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -105,7 +108,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         write_text(sweep_dir / "summary.csv", buffer.getvalue())
         md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in cells]
-        write_text(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\n" + "\n".join(md) + "\n")
+        write_text(sweep_dir / "summary.md", f"# Sweep {sweep_dir}\n\n" + "\n".join(md) + f"\n\n{WALL_S}\n")
         plot(rows, sweep_dir / "summary.png")
     return rows
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import check_config, check_token_grid
-from relvit.console import check_console, print_config, progress_bar
+from relvit.console import check_console, model_summary, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
@@ -104,7 +104,7 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
 def make_trainer(cfg: DictConfig, guards: Sequence[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
     progress, bar = progress_bar(cfg)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar + model_summary(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if loggers:  # every tracker keeps the composed config beside the metrics
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -132,12 +132,13 @@ def evaluate_splits(trainer: L.Trainer, run: Run, splits: list[str]) -> dict[str
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
-    """A short aligned table: one row per metric, one column per split."""
+    """A short aligned table: one row per metric, one column per split; ``-`` where a split has no
+    such metric (the kNN monitor and the online probe measure on val only)."""
     splits = list(metrics)
     names = sorted({k.split("/", 1)[1] for split in splits for k in metrics[split]})
     rows = [["metric", *splits]]
     for name in names:
-        rows.append([name, *(f"{metrics[s].get(f'{s}/{name}', float('nan')):.4f}" for s in splits)])
+        rows.append([name, *(f"{metrics[s][f'{s}/{name}']:.4f}" if f"{s}/{name}" in metrics[s] else "-" for s in splits)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
 
@@ -178,8 +179,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         stop.raise_if_asked("before training started")
         resume = str(requeued) if requeued else cfg.get("resume")
-        if resume:
-            read_checkpoint(resume)  # refuses damaged and code-bearing files with this project's messages
+        resumed_step = None
+        if resume:  # refuses damaged and code-bearing files with this project's messages
+            resumed_step = read_checkpoint(resume).get("global_step")
         guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
         trainer = make_trainer(cfg, guards)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
@@ -188,6 +190,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         if checkpoint is not None and checkpoint.dirpath:
             trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))  # type: ignore[attr-defined]
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
+        if resumed_step is not None and trainer.global_step == resumed_step and is_rank_zero():
+            print(f"resume={resume}: nothing was left to train, the run had finished its trainer.max_epochs="
+                  f"{trainer.max_epochs} epochs (extend_to_epochs=<more epochs> trains it on); evaluating its best "
+                  "checkpoint", flush=True)
         if debug:
             metrics = evaluate_splits(trainer, run, ["val", "test"])
             print(f"\ndebug run (one batch of each split, nothing saved):\n{format_table(metrics)}\n", flush=True)

@@ -3,8 +3,9 @@
 Writes PNG files into ``output_dir`` (default ``outputs/visualize/<time>``): the last block's CLS
 attention per head and averaged (ViT backbones), the relation head's predicted class of every
 patch relative to a query patch next to the true one, the position head's predicted grid next to
-the true one, and the position-embedding similarity grid (for tasks that add position embeddings). Each picture is a row of square tiles of
-``TILE`` pixels (nearest-neighbour scaling, viridis colours).
+the true one (each a matplotlib figure of ``relvit.figures``: panel titles, colour bars, the legend
+of the relation classes), and the position-embedding similarity grid (for tasks that add position
+embeddings).
 """
 from __future__ import annotations
 
@@ -16,35 +17,24 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from PIL import Image
 from timm.utils import AttentionExtract
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from relvit.callbacks import colour_map, position_similarity_grid
+from relvit.callbacks import position_similarity_grid
 from relvit.checkpoints import read_checkpoint, state_dict_of
 from relvit.data.verify import image_problem
 from relvit.errors import UserError
+from relvit.figures import attention_figure, position_figure, relation_figure, rendered
 from relvit.run_files import atomic_write
 from relvit.saved_config import saved_run_config, without_downloads
 from relvit.trusted_config import check_resolvers, trusted_resolved
 
-TILE = 96
 KEYS = {"ckpt_path": None, "image": None, "output_dir": None, "index": "0", "query_patch": None}
-
-
-def tiles_row(tiles: list[torch.Tensor]) -> torch.Tensor:
-    """RGB tiles [3, h, w] in [0, 1], each scaled (nearest) to TILE x TILE, side by side: [3, TILE + 4, n (TILE + 2) + 2]."""
-    scaled = [F.interpolate(t[None].float(), size=(TILE, TILE), mode="nearest")[0] for t in tiles]
-    return make_grid(torch.stack(scaled), nrow=len(scaled), padding=2, pad_value=1.0)
-
-
-def grid_tile(values: torch.Tensor, side: int, high: float) -> torch.Tensor:
-    """values [side * side] in [0, high] -> a viridis tile [3, side, side]."""
-    return colour_map(values.float().view(side, side) / max(high, 1e-8))
 
 
 @torch.no_grad()
@@ -68,31 +58,42 @@ def cls_attention(backbone: Any, images: torch.Tensor, add_pos_embed: bool) -> t
     return next(iter(maps.values()))[0, :, 0, 1:]
 
 
-def pictures(module: Any, image: torch.Tensor, shown: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
-    """The pictures of one normalised image [1, 3, H, W] (``shown``: the same image in [0, 1]) as
-    {file name: RGB [3, h, w]}."""
+def figures(module: Any, image: torch.Tensor, shown: torch.Tensor, query: int) -> dict[str, Figure]:
+    """The figures of one normalised image [1, 3, H, W] (``shown``: the same image in [0, 1]) as
+    {file name: figure}; the position-embedding grid is ``position_similarity``'s picture."""
     backbone, task = module.backbone, module.task
-    side, n = backbone.grid_size, backbone.num_patches
-    out: dict[str, torch.Tensor] = {}
+    side = backbone.grid_size
+    out: dict[str, Figure] = {}
     attention = cls_attention(backbone, image, task.add_pos_embed)
     if attention is not None:
-        maps = torch.cat([attention, attention.mean(0, keepdim=True)])  # [heads + 1, N]
-        out["cls_attention.png"] = tiles_row([shown[0], *(grid_tile(m / m.max(), side, 1.0) for m in maps)])
+        out["cls_attention.png"] = attention_figure(shown[0], torch.cat([attention, attention.mean(0, keepdim=True)]), side)
     with torch.no_grad():
         _, tokens = backbone(image, add_pos_embed=task.add_pos_embed)
     if module.relation_head is not None:
         # class of every patch b relative to the query patch: pair (b, query)
         predicted = module.relation_head(tokens)[0].argmax(0)[:, query]  # [N]
-        marker = torch.zeros(n)
-        marker[query] = 1.0
-        out["relations.png"] = tiles_row([shown[0], grid_tile(marker, side, 1.0), grid_tile(predicted, side, 8),
-                                          grid_tile(module.rel_target[:, query], side, 8)])
+        out["relations.png"] = relation_figure(shown[0], query, predicted, module.rel_target[:, query], side)
     if module.position_head is not None:
         predicted = module.position_head(tokens)[0].argmax(-1)  # [N]
-        out["positions.png"] = tiles_row([shown[0], grid_tile(predicted, side, n - 1), grid_tile(module.pos_target, side, n - 1)])
+        out["positions.png"] = position_figure(shown[0], predicted, module.pos_target, side)
+    return out
+
+
+def position_similarity(module: Any) -> torch.Tensor | None:
+    """The position-embedding similarity grid, RGB [3, h, w], for tasks that add (and so train) them."""
+    backbone = module.backbone
     pos = backbone.position_embeddings()
-    if pos is not None and pos.shape[0] == n and task.add_pos_embed:  # a task without them never trains them
-        out["position_similarity.png"] = position_similarity_grid(pos, side)
+    if pos is not None and pos.shape[0] == backbone.num_patches and module.task.add_pos_embed:
+        return position_similarity_grid(pos, backbone.grid_size)
+    return None
+
+
+def pictures(module: Any, image: torch.Tensor, shown: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
+    """The pictures of ``figures`` rendered, and the position-embedding grid, as {file name: RGB [3, h, w]}."""
+    out = {name: rendered(fig) for name, fig in figures(module, image, shown, query).items()}
+    grid = position_similarity(module)
+    if grid is not None:
+        out["position_similarity.png"] = grid
     return out
 
 
@@ -178,9 +179,9 @@ if __name__ == "__main__":
 
 
 class PicturesToTensorBoard(L.Callback):
-    """Every ``every_n_epochs`` validations, the pictures of the first validation image (those of
-    ``pictures`` but the position-embedding grid, which ``EmbeddingImages`` logs when it changes) go
-    to TensorBoard as ``pictures/<name>``. Drawn in evaluation mode, without gradients or random draws."""
+    """Every ``every_n_epochs`` validations, the figures of the first validation image (those of
+    ``figures``, rendered as the PNG files are; the position-embedding grid is ``EmbeddingImages``'s,
+    logged when it changes) go to TensorBoard as ``pictures/<name>``. Drawn in evaluation mode, without gradients or random draws."""
 
     def __init__(self, every_n_epochs: int = 5):
         if every_n_epochs < 1:
@@ -204,11 +205,11 @@ class PicturesToTensorBoard(L.Callback):
         pl_module.eval()
         try:
             with torch.no_grad():
-                drawn = pictures(pl_module, datamodule.transform_batch(raw, train=False), raw.float() / 255,
-                                 (side // 2) * (side + 1))
+                drawn = figures(pl_module, datamodule.transform_batch(raw, train=False), raw.float() / 255,
+                                (side // 2) * (side + 1))
         finally:
             pl_module.train(was_training)
-        for name, picture in drawn.items():
-            if name != "position_similarity.png":
-                for logger in loggers:
-                    logger.experiment.add_image(f"pictures/{name[:-4]}", picture.cpu(), global_step=trainer.global_step)
+        for name, fig in drawn.items():
+            picture = rendered(fig)
+            for logger in loggers:
+                logger.experiment.add_image(f"pictures/{name[:-4]}", picture, global_step=trainer.global_step)

@@ -148,7 +148,8 @@ class T2TViTBackbone(TokenBackbone):
     ``forward`` returns the CLS token and the patch tokens after the final LayerNorm, the latter
     pooled with a 3 x 3 window, stride 2, padding 1 (padding not counted), so the grid side is
     ceil(image_size / 32). The sinusoidal position embedding is fixed, as in the original;
-    ``add_pos_embed=False`` leaves it out. The ViT blocks use timm's attention scale
+    ``add_pos_embed=False`` leaves it out (and the token dropout with it when
+    ``pos_drop_without_pos_embed`` is false, as in the original). The ViT blocks use timm's attention scale
     head_dim ** -0.5, as the original does when it trains from scratch.
     """
 
@@ -161,6 +162,7 @@ class T2TViTBackbone(TokenBackbone):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
+        pos_drop_without_pos_embed: bool = True,
     ):
         super().__init__()
         if variant not in T2T_VIT_VARIANTS:
@@ -180,6 +182,7 @@ class T2TViTBackbone(TokenBackbone):
         table = sinusoid_position_table(self.token_side**2 + 1, embed_dim)
         self.register_buffer("pos_embed", table[None])  # [1, 1 + N, D]
         self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop_without_pos_embed = pos_drop_without_pos_embed
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,
@@ -207,7 +210,8 @@ class T2TViTBackbone(TokenBackbone):
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # [B, 1 + N, D]
         if add_pos_embed:
             x = x + self.pos_embed
-        x = self.pos_drop(x)
+        if add_pos_embed or self.pos_drop_without_pos_embed:  # the original drops only embedded positions
+            x = self.pos_drop(x)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)

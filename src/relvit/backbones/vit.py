@@ -36,7 +36,9 @@ class ViTBackbone(TokenBackbone):
     (the final LayerNorm still normalises the patch tokens), and fixed ``sincos`` position
     embeddings instead of learned ones. ``drop_rate`` is the original's ``dropout``: after the
     attention projection, in the MLP and on the embedded tokens; ``attn_drop_rate`` drops attention
-    weights. The CLS token starts from a truncated normal of std ``cls_token_std``.
+    weights. The CLS token starts from a truncated normal of std ``cls_token_std``. The token
+    dropout also acts where no position embeddings are added unless ``pos_drop_without_pos_embed``
+    is false (the original's: only together with the position embeddings).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class ViTBackbone(TokenBackbone):
         attention_mask: str = "none",
         position_embedding: str = "learned",
         cls_token_std: float = 1e-6,
+        pos_drop_without_pos_embed: bool = True,
     ):
         super().__init__()
         if attention_mask not in ATTENTION_MASKS:
@@ -87,6 +90,7 @@ class ViTBackbone(TokenBackbone):
         self.grid_size = image_size // patch_size
         self.has_cls_token = class_token
         self.attention_mask = attention_mask
+        self.pos_drop_without_pos_embed = pos_drop_without_pos_embed
         if position_embedding == "sincos" and self.vit.pos_embed is not None:
             prefix = torch.zeros(1 if class_token else 0, embed_dim)
             fixed = torch.cat((prefix, sincos_position_embedding(self.grid_size, embed_dim)))
@@ -110,7 +114,9 @@ class ViTBackbone(TokenBackbone):
             x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # [B, 1 + N, D]
         if add_pos_embed and vit.pos_embed is not None:
             x = x + vit.pos_embed
-        x = vit.norm_pre(vit.pos_drop(x))
+        if add_pos_embed or self.pos_drop_without_pos_embed:  # the original drops only embedded positions
+            x = vit.pos_drop(x)
+        x = vit.norm_pre(x)
         mask = self._mask(x.shape[1], x.device)
         for block in vit.blocks:
             x = block(x, attn_mask=mask)
