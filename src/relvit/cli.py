@@ -86,7 +86,13 @@ class WritableRunDir(Callback):
 
 def _remove_empty_run_dir() -> None:
     """A run refused before it wrote anything leaves no directory behind: Hydra makes the run dir
-    before the config is checked. Only folders this process made, and only while they are empty."""
+    before the config is checked. Only folders this process made, and only while they are empty; the
+    run's log file, not yet opened, goes with its folder."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and handler.stream is None and Path(handler.baseFilename).parent in _made_dirs:
+            root.removeHandler(handler)
+            handler.close()
     for folder in _made_dirs:
         try:
             folder.rmdir()
