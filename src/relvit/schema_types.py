@@ -81,7 +81,7 @@ def boolean(null: bool = False) -> Value:
 
 
 def choice(*values: Any, null: bool = False) -> Value:
-    return _nullable(Value("one of " + ", ".join(map(str, values)),
+    return _nullable(Value("one of " + ", ".join(dict.fromkeys(map(str, values))),
                            lambda v: not isinstance(v, bool) and v in values), null)
 
 
