@@ -50,7 +50,7 @@ def image_folder(tmp: Path, per_class: int, bad: str | None = None) -> Path:
 
 # (id, script, overrides (may name {file}s), the start of the message on stderr)
 CASES = [
-    ("lr_text", "train.py", ["optimizer.lr=abc"], "error: optimizer.lr='abc' is invalid: a positive, finite"),
+    ("lr_text", "train.py", ["optimizer.lr=abc"], "error: optimizer.lr='abc' is invalid: a number > 0"),
     ("lr_inf", "train.py", ["optimizer.lr=inf"], "error: optimizer.lr=inf is invalid"),
     ("lr_nan", "train.py", ["optimizer.lr=nan"], "error: optimizer.lr=nan is invalid"),
     ("lr_negative", "train.py", ["optimizer.lr=-1"], "error: optimizer.lr=-1 is invalid"),
@@ -76,16 +76,16 @@ CASES = [
     ("num_heads", "train.py", ["backbone.num_heads=5"], "error: backbone.num_heads=5 is invalid"),
     ("warmup", "train.py", ["scheduler.warmup_fraction=1.0"], "error: scheduler.warmup_fraction=1.0 is invalid"),
     ("megapatch_side", "train.py", ["task=megapatch", "task.megapatch.side=9"], "error: task.megapatch.side=9 is invalid"),
-    ("monitor_mode", "train.py", ["task.monitor_mode=up"], "error: task: task.monitor_mode must be one of"),
-    ("probe_steps", "train.py", ["task=upstream", "task.probe_steps=0"], "error: task: task.probe_lr must be > 0 and task.probe_steps >= 1"),
-    ("probe_lr", "train.py", ["task=upstream", "task.probe_lr=-0.1"], "error: task: task.probe_lr must be > 0 and task.probe_steps >= 1"),
-    ("bad_image_policy", "train.py", ["data.on_bad_image=ignore"], "error: data: data.on_bad_image must be one of"),
+    ("monitor_mode", "train.py", ["task.monitor_mode=up"], "error: task.monitor_mode='up' is invalid: one of min, max"),
+    ("probe_steps", "train.py", ["task=upstream", "task.probe_steps=0"], "error: task.probe_steps=0 is invalid: an integer >= 1"),
+    ("probe_lr", "train.py", ["task=upstream", "task.probe_lr=-0.1"], "error: task.probe_lr=-0.1 is invalid: a number > 0"),
+    ("bad_image_policy", "train.py", ["data.on_bad_image=ignore"], "error: data.on_bad_image='ignore' is invalid: one of error, skip"),
     ("unknown_group_option", "train.py", ["backbone=vit_huge"], "In 'train': Could not find 'backbone/vit_huge'"),
     ("unknown_task_key", "train.py", ["task.relatons=true"], "error: task.relatons is not a key of the task group; valid keys: name, supervised, relations,"),
     ("added_task_key", "train.py", ["+task.relatons=true"], "error: task.relatons is not a key of the task group; valid keys: name, supervised, relations,"),
     ("finetune_task_key", "train.py", ['finetune=["task=downstream","+task.relatons=true"]'], "error: finetune (second phase): task.relatons is not a key"),
     ("finetune_val_fraction", "train.py", ['finetune=["task=downstream","data.val_fraction=1.5"]'], "error: finetune (second phase): data.val_fraction=1.5 is invalid"),
-    ("malformed_override", "train.py", ["optimizer.lr=[1,"], "no viable alternative at input '[1,'"),
+    ("malformed_override", "train.py", ["optimizer.lr=[1,"], "error: override 'optimizer.lr=[1,' is invalid: no viable alternative"),
     ("pretrained_missing", "train.py", ["pretrained=/no/such/file.ckpt"], "error: pretrained='/no/such/file.ckpt' is invalid"),
     ("pretrained_empty", "train.py", ["pretrained={empty}"], "error: '{empty}' is empty (0 bytes)"),
     ("pretrained_truncated", "train.py", ["pretrained={truncated}"], "error: '{truncated}' is truncated, corrupt or not a checkpoint"),
@@ -108,19 +108,21 @@ CASES = [
     ("one_image_per_class", "train.py", ["dataset=image_folder", "dataset.root={images_single}", "dataset.image_size=16", "dataset.patch_size=4", "data.batch_size=1"],
      "error: dataset 'image_folder': the validation split is empty"),
     ("eval_ckpt_not_given", "evaluate.py", [], "error: ckpt_path has no value: pass ckpt_path=<value>"),
-    ("megapatch_side_one", "train.py", ["task=megapatch", "task.megapatch.side=1"], "error: task.megapatch.side=1 is invalid: an integer from 2"),
+    ("megapatch_side_one", "train.py", ["task=megapatch", "task.megapatch.side=1"], "error: task.megapatch.side=1 is invalid: an integer >= 2"),
     ("eval_ckpt_missing", "evaluate.py", ["ckpt_path=/no/such.ckpt"], "error: checkpoint '/no/such.ckpt' does not exist"),
     ("eval_ckpt_empty", "evaluate.py", ["ckpt_path={empty}"], "error: '{empty}' is empty (0 bytes)"),
     ("eval_ckpt_truncated", "evaluate.py", ["ckpt_path={truncated}"], "error: '{truncated}' is truncated, corrupt or not a checkpoint"),
     ("eval_ckpt_unsafe", "evaluate.py", ["ckpt_path={unsafe}"], "error: refusing to load '{unsafe}'"),
     ("eval_ckpt_no_config", "evaluate.py", ["ckpt_path={norun}"], "error: ckpt_path='{norun}' is invalid: it holds no saved run config"),
-    ("eval_bad_split", "evaluate.py", ["ckpt_path={norun}", "splits=[train]"], "error: splits=['train'] is invalid"),
+    ("eval_bad_split", "evaluate.py", ["ckpt_path={best}", "splits=[train]"], "error: splits=['train'] is invalid"),
 ]
 
 
 @pytest.mark.parametrize("script, overrides, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_exit_code_2(cli, tmp_path, script, overrides, message):
     names = {k: str(v) for k, v in files(tmp_path).items()}
+    if any("{best}" in o for o in overrides):
+        names["best"] = str(weights_only_checkpoint(tmp_path))
     if any("{images_" in o for o in overrides):
         names["images_truncated"] = str(image_folder(tmp_path, 6, "truncated"))
         names["images_not_images"] = str(image_folder(tmp_path, 6, "not_an_image"))
@@ -142,3 +144,77 @@ def test_a_run_without_a_checkpoint_callback_is_refused_before_training(cli, tmp
                          f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 2 and err.startswith("error: callbacks: no ModelCheckpoint configured")
     assert "Epoch" not in out and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def weights_only_checkpoint(tmp: Path) -> Path:
+    """Like a run's best.ckpt: weights and the run config, none of the state a resume needs."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    cfg = compose_config(tmp / "composed", TINY)
+    path = tmp / "best.ckpt"
+    torch.save({"state_dict": {"backbone.x": torch.zeros(2)}, "relvit_config": OmegaConf.to_container(cfg)}, path)
+    return path
+
+
+# (id, script, arguments (may name {best}), what the one line must contain: key, value, what is valid)
+PROBES = [
+    ("swin_image_size", "train.py", ["backbone=swin_tiny"], ["dataset.image_size=16", "Swin with 4 stages", "divisible by 32"]),
+    ("val_fraction_zero", "train.py", ["data.val_fraction=0"], ["data.val_fraction=0", "strictly between 0 and 1"]),
+    ("select_on_train", "train.py", ["data.select_on=train"], ["data.select_on='train'", "one of val, test"]),
+    ("compile_maybe", "train.py", ["compile=maybe"], ["compile='maybe'", "true or false"]),
+    ("labels_per_class", "train.py", ["data.labels_per_class=-1"], ["data.labels_per_class=-1", "null or an integer >= 1"]),
+    ("label_fraction", "train.py", ["data.label_fraction=2"], ["data.label_fraction=2", "null or a number in (0, 1]"]),
+    ("decode_xpu", "train.py", ["data.decode=xpu"], ["data.decode='xpu'", "one of auto, cpu, gpu, device"]),
+    ("dataset_root_missing", "train.py", ["dataset=cifar10", "dataset.root=/no/such/data"],
+     ["dataset.root='/no/such/data'", "an existing folder", "dataset.download=true"]),
+    ("eval_knn_k", "evaluate.py", ["ckpt_path={best}", "protocol=knn", "knn.k=0"], ["knn.k=0", "an integer >= 1"]),
+    ("precision_7", "train.py", ["trainer.precision=7"], ["trainer.precision=7", "one of 32-true,", "bf16-mixed"]),
+    ("accelerator_tpu", "train.py", ["trainer.accelerator=tpu"], ["trainer.accelerator='tpu'", "one of auto, cpu, gpu, cuda"]),
+    ("devices_zero", "train.py", ["trainer.devices=0"], ["trainer.devices=0", "an integer >= 1, -1 (every device)"]),
+    ("knn_every_zero", "train.py", ["callbacks.knn_monitor.every_n_epochs=0"], ["callbacks.knn_monitor.every_n_epochs=0", "an integer >= 1"]),
+    ("betas", "train.py", ["optimizer.betas=[2,3]"], ["optimizer.betas=[2, 3]", "2 numbers, each a number in [0, 1)"]),
+    ("resume_best", "train.py", ["resume={best}"], ["resume='{best}'", "weights only", "last.ckpt"]),
+    ("unknown_top_key", "train.py", ["+unknown_top_key=1"], ["unknown_top_key", "not a key", "valid keys: "]),
+    ("freeze_maybe", "train.py", ["task.freeze_backbone=maybe"], ["task.freeze_backbone='maybe'", "true or false"]),
+    ("seed_range", "train.py", ["seed=range(1,)"], ["override 'seed=range(1,)'", "range"]),
+    ("finetune_unquoted", "train.py", ["finetune=task=downstream"], ["override 'finetune=task=downstream'", "quote"]),
+    ("summary_yaml_tag", "summary", ["tag"], ["overrides.yaml", "cannot be read"]),
+    ("summary_metric_text", "summary", ["text"], ["metrics.json", "val/acc='high'", "a number"]),
+]
+
+
+def summary_dir(tmp: Path, kind: str) -> Path:
+    job = tmp / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    if kind == "tag":
+        (job / ".hydra" / "overrides.yaml").write_text("!!python/object/apply:os.system ['true']\n")
+    else:
+        (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+        (job / "metrics.json").write_text('{"monitor": "val/acc", "val": {"val/acc": "high"}}')
+    return tmp / "sweep"
+
+
+@pytest.mark.parametrize("script, args, parts", [p[1:] for p in PROBES], ids=[p[0] for p in PROBES])
+def test_a_bad_input_is_refused_before_its_run_dir(cli, tmp_path, monkeypatch, capsys, script, args, parts):
+    from relvit import summary
+
+    runs = tmp_path / "runs_root"
+    monkeypatch.setenv("RELVIT_OUTPUT_DIR", str(runs))
+    if script == "summary":
+        folder = summary_dir(tmp_path, args[0])
+        code, err = summary.main([str(folder)]), capsys.readouterr().err
+        assert not [p.name for p in folder.iterdir() if p.name.startswith("summary")]
+    else:
+        best = str(weights_only_checkpoint(tmp_path)) if any("{best}" in a for a in args) else ""
+        parts = [p.format(best=best) for p in parts]
+        # a backbone chosen here has sizes of its own: FAST's ViT sizes are left out
+        fast = [o for o in FAST if not (o.startswith("backbone") and any(a.startswith("backbone=") for a in args))]
+        code, out, err = cli(script, *fast, *(a.format(best=best) for a in args))
+        assert not runs.exists(), sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+    assert code == 2, err[-2000:]
+    line = err.strip()
+    assert line.startswith("error: ") and "\n" not in line, err[-2000:]
+    for part in parts:
+        assert part in line, f"{part!r} not in {line!r}"

@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from relvit.config_checks import check_config
 from relvit.training import train
 
 from conftest import CONF, compose_config
@@ -45,6 +46,7 @@ def test_experiment_runs_one_batch(tmp_path, fixture_roots, name):
         overrides += [f"dataset.root={fixture_roots[base]}", "dataset.num_classes=null"]
     cfg = compose_config(tmp_path, overrides)
     assert cfg.trainer.fast_dev_run
+    check_config(cfg)  # as train.py does first: the experiment passes the schema and the rules
     summary = train(cfg)
     assert summary["val"] and summary["task"] == cfg.task.name
     assert not (tmp_path / "run").exists()  # a debug run writes nothing (Hydra's log aside)

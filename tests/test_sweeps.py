@@ -2,6 +2,7 @@
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,7 @@ def compose_with_hydra(overrides):
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
-def test_the_paper_grid_compares_pretraining_with_scratch_at_one_budget(monkeypatch):
+def test_the_paper_grid_compares_pretraining_with_scratch_at_one_budget(monkeypatch, tmp_path):
     import torch
 
     # the grid is for GPUs: its configs are checked as on a machine with a bfloat16 GPU
@@ -82,7 +83,8 @@ def test_the_paper_grid_compares_pretraining_with_scratch_at_one_budget(monkeypa
                 cfg = compose_with_hydra(["sweep=paper_grid", f"dataset={dataset}", f"backbone={backbone}", f"sweep/arm@_global_={arm}"])
                 with open_dict(cfg):
                     del cfg["hydra"]
-                    cfg.paths.root_dir, cfg.paths.output_dir = "/tmp", "/tmp/run"
+                    cfg.paths.root_dir, cfg.paths.output_dir = str(tmp_path), str(tmp_path / "run")
+                Path(cfg.dataset.root).mkdir(parents=True, exist_ok=True)  # the cluster's data dir
                 check_config(cfg)  # every job of the grid is a valid run
                 phases = [cfg.trainer.max_epochs] + [int(o.split("=")[1]) for o in cfg.finetune or [] if o.startswith("trainer.max_epochs=")]
                 epochs[arm] = (cfg.task.name, sum(phases))

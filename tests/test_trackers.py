@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import open_dict
 
 import relvit.trackers
-from relvit.console import ProgressLines, check_console, print_config, progress_bar
+from relvit.config_checks import check_config
+from relvit.console import ProgressLines, print_config, progress_bar
 from relvit.errors import ConfigError
 from relvit.training import train
 
@@ -119,7 +120,7 @@ def test_a_missing_tracker_package_is_named_before_any_work(tiny_cfg, monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else real(n, *a))
     cfg = tiny_cfg(f"logger={name}")
     with pytest.raises(ConfigError, match=rf"logger={name} .*pip install -e '\.\[{package}\]'"):
-        train(cfg)
+        check_config(cfg)
     assert not Path(cfg.paths.output_dir).exists()
 
 
@@ -135,7 +136,7 @@ def test_progress_bar_only_on_a_terminal(tiny_cfg, monkeypatch):
     assert progress_bar(tiny_cfg("progress_bar=none", "trainer.enable_progress_bar=true")) == (False, [])
     assert progress_bar(tiny_cfg("progress_bar=rich", "trainer.enable_progress_bar=false")) == (False, [])
     with pytest.raises(ConfigError, match="progress_bar='fancy' is invalid: one of rich, tqdm, none"):
-        check_console(tiny_cfg("progress_bar=fancy"))
+        check_config(tiny_cfg("progress_bar=fancy"))
 
 
 def test_config_tree_is_printed_when_asked(tiny_cfg, capsys):

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from relvit.checkpoints import UnsafeCheckpointError, load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import ConfigError
+from relvit.config_checks import ConfigError, check_config
 from relvit.evaluation import evaluate
 from relvit.run_files import OutputDirError
+from relvit.saved_config import resume_config
 from relvit.training import build, train
 
 from conftest import REPO, TINY, compose_config, subprocess_env
@@ -104,13 +105,13 @@ def test_a_run_never_writes_into_another_runs_dir(upstream_run):
 
 def test_bad_values_are_named(tiny_cfg):
     with pytest.raises(ConfigError, match=r"dataset\.patch_size=5 .*multiple"):
-        build(tiny_cfg("dataset.patch_size=5"))
+        check_config(tiny_cfg("dataset.patch_size=5"))
     with pytest.raises(ConfigError, match=r"optimizer\.lr=-1"):
-        build(tiny_cfg("optimizer.lr=-1"))
+        check_config(tiny_cfg("optimizer.lr=-1"))
     with pytest.raises(ConfigError, match=r"task.*monitor_mode"):
-        build(tiny_cfg("task.monitor_mode=up"))
+        check_config(tiny_cfg("task.monitor_mode=up"))
     with pytest.raises(ConfigError, match=r"pretrained="):
-        build(tiny_cfg("pretrained=/no/such/file.ckpt"))
+        check_config(tiny_cfg("pretrained=/no/such/file.ckpt"))
     with pytest.raises(ConfigError, match=r"data\.batch_size=5000 is larger than the 1295 training images"):
         build(tiny_cfg("data.batch_size=5000"))
 
@@ -128,8 +129,8 @@ def test_patch_grid_must_match_the_backbone_token_grid(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset\.patch_size=8 .*8 x 8 patches.*token grid is 2 x 2; use dataset\.patch_size=32"):
         build(cfg)
     cfg = compose_config(tmp_path, ["backbone=swin_tiny"])  # 16 px digits
-    with pytest.raises(ConfigError, match=r"^backbone: .*divisible by 32, got 16"):
-        build(cfg)
+    with pytest.raises(ConfigError, match=r"^dataset\.image_size=16 is invalid: Swin with 4 stages .*divisible by 32"):
+        check_config(cfg)
 
 
 def test_code_bearing_checkpoints_are_refused(tmp_path):
@@ -182,7 +183,7 @@ def test_resume_continues_an_interrupted_run_in_a_new_dir(upstream_run, tiny_cfg
     assert resumed["global_step"] == 2 * first["global_step"]  # one more epoch on top of the first
     assert last.read_bytes() == before  # the interrupted run is untouched
     with pytest.raises(ConfigError, match="pretrained"):
-        build(tiny_cfg(f"resume={last}", f"pretrained={last}"))
+        resume_config(tiny_cfg(f"resume={last}", f"pretrained={last}"), [])
 
 
 def test_the_final_table_marks_a_metric_a_split_does_not_measure():

@@ -28,6 +28,8 @@ EXIT_USER_ERROR, EXIT_RUN_FAILED = 2, 1
 #: Hydra's options that unpickle a file, which can run any code; argparse also takes any prefix of them.
 PICKLE_OPTIONS = ("--experimental-rerun",)
 _task_started = False
+#: The run dir and the parents of it that this process created, deepest first (see WritableRunDir).
+_made_dirs: list[Path] = []
 
 
 def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -44,6 +46,7 @@ def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             print(f"error: {err}", file=sys.stderr, flush=True)
             if _in_sweep():
                 raise  # Hydra records the job as failed and the sweep goes on (SystemExit would end it)
+            _remove_empty_run_dir()
             sys.exit(EXIT_USER_ERROR)
         except RunFailed as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
@@ -74,6 +77,7 @@ class WritableRunDir(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # for the ${hydra:...} interpolations of the run dir
         run_dir = Path(str(config.hydra.run.dir))
+        _made_dirs[:] = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -82,11 +86,48 @@ class WritableRunDir(Callback):
             sys.exit(EXIT_USER_ERROR)
 
 
+def _remove_empty_run_dir() -> None:
+    """A run refused before it wrote anything leaves no directory behind: Hydra makes the run dir
+    before the config is checked. Only folders this process made, and only while they are empty; the
+    run's log file, not yet opened, goes with its folder."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and handler.stream is None and Path(handler.baseFilename).parent in _made_dirs:
+            root.removeHandler(handler)
+            handler.close()
+    for folder in _made_dirs:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+    _made_dirs.clear()
+
+
+def check_override_grammar(args: list[str]) -> None:
+    """Refuse, naming it, the first override that Hydra's grammar cannot parse (Hydra's own message
+    names no override)."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    parser = OverridesParser.create()
+    for override in parsed.overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as err:
+            reason = err.message.splitlines()[0]
+            raise ConfigError(f"override {override!r} is invalid: {reason}; quote a value that holds = , [ ] ( ) or spaces "
+                              "(e.g. 'finetune=[\"task=downstream\"]'), see Hydra's override grammar, "
+                              "https://hydra.cc/docs/advanced/override_grammar/basic") from None
+
+
 def run_main(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function so that Hydra's own errors about the command line (an unknown
     option of a group, a malformed override) exit with the user-error code, like every other bad input."""
     try:
         refuse_pickle_options(sys.argv[1:])
+        check_override_grammar(sys.argv[1:])
         check_task_overrides(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -140,15 +181,15 @@ def log_lightning_once() -> None:
 def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``; if it names ``finetune`` overrides, run that second phase from its best checkpoint.
 
-    Both phases are composed and checked before the first one trains.
+    Both phases are composed and checked (``check_config``, once each) before the first one trains.
     """
-    from relvit.training import build_group, train
+    from relvit.training import train
 
     log_lightning_once()
-    check_config(cfg)
     resumed = bool(cfg.get("resume"))
-    if resumed:
+    if resumed:  # the run goes on with the config saved in its checkpoint: that is the one to check
         cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
+    check_config(cfg)
     if cfg.get("comparison"):  # experiment=relvit_vs_scratch: one seed of the comparison
         from relvit.comparison import compare_one_seed
 
@@ -164,7 +205,6 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
             # pretrained is the first phase's best checkpoint, which does not exist yet
             second_cfg = _second_phase_config(cfg, [*overrides, "pretrained=null"], resumed)
             check_config(second_cfg)
-            build_group(second_cfg, "data")  # the data module checks its own values (it loads nothing yet)
         except ConfigCompositionException as err:
             raise ConfigError(f"finetune={list(cfg.finetune)} is invalid: {err}") from None
         except ConfigError as err:

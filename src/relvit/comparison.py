@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoints import read_checkpoint, state_dict_of
+from relvit.config_checks import check_config
 from relvit.distributed import is_rank_zero
 from relvit.run_files import write_json, write_text
 
@@ -51,10 +52,18 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
     out_dir = Path(cfg.paths.output_dir)
     user = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(JOB_ONLY)]
 
-    def run(name: str, phase: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    def phase(name: str, overrides: list[str], extra: tuple[str, ...] = ()) -> DictConfig:
         # the command line's overrides last, so that a shorter budget given there applies to every phase
-        return train(phase_config([*phase, *extra, *user, f"paths.output_dir={out_dir / name}"]))
+        return phase_config([*overrides, *extra, *user, f"paths.output_dir={out_dir / name}"])
 
+    def run(name: str, overrides: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        return train(phase(name, overrides, extra))
+
+    # every phase is checked before the first trains (the fine-tuning from the pre-trained encoder
+    # differs from the one from scratch only in its pretrained file, which does not exist yet)
+    check_config(phase("pretrain", list(spec.pretrain)))
+    for budget, budget_overrides in spec.budgets.items():
+        check_config(phase(f"{budget}/scratch", list(spec.finetune), tuple(budget_overrides)))
     pretrain = run("pretrain", list(spec.pretrain))
     best = pretrain["best_checkpoint"]
     result: dict[str, Any] = {"seed": int(cfg.seed), "pretrain": pretrain.get("val", {}), "frozen": {}, "finetune": {}}

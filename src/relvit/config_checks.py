@@ -1,28 +1,22 @@
-"""Checks of the composed config that run before any work starts."""
+"""The one check of a composed config, run by the entry points before any work starts."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from relvit.checkpoints import EXPORTED_WEIGHTS, WEIGHT_SUFFIXES, weight_file
 from relvit.errors import ConfigError
+from relvit.schema_types import check_schema
 from relvit.task import TaskSpec
+from relvit.trackers import check_trackers
 
 
 def _require(ok: bool, key: str, value: Any, valid: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {valid}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def require_values(cfg: DictConfig) -> None:
@@ -33,101 +27,116 @@ def require_values(cfg: DictConfig) -> None:
         raise ConfigError(f"{missing[0]} has no value{hint}: pass {missing[0]}=<value> on the command line")
 
 
-def check_config(cfg: DictConfig) -> TaskSpec:
-    """Raise ConfigError on the first value that cannot work (keys absent from cfg are skipped).
+def check_config(cfg: DictConfig, entry: str = "train") -> TaskSpec:
+    """The one check of a composed config, before any work: no value left unset, every key declared in
+    the schema of ``entry`` (relvit.config_schema) with a value of its type and range, then the rules
+    that tie keys together. Raises ConfigError naming the key, the value and what is valid; returns
+    the parsed task node."""
+    from relvit.config_schema import REQUIRED_GROUPS, SCHEMAS
 
-    Each rule is checked once: the rules that span groups (image, patch and grid sizes, the
-    mega-patch side, resume against pretrained) live here; a rule of one value lives either here or
-    in the constructor that takes the value (data.val_fraction in the data module, data.on_bad_image,
-    the backbone's options), never both. Returns the parsed task node.
-    """
-    get = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
     require_values(cfg)
-    ds = cfg.dataset
-    _require(isinstance(ds.image_size, int) and ds.image_size > 0, "dataset.image_size", ds.image_size, "a positive integer")
-    _require(isinstance(ds.patch_size, int) and ds.patch_size > 0, "dataset.patch_size", ds.patch_size, "a positive integer")
-    _require(ds.image_size % ds.patch_size == 0, "dataset.patch_size", ds.patch_size,
-             f"the image size dataset.image_size={ds.image_size} must be a multiple of it")
-    _require(ds.image_size // ds.patch_size >= 2, "dataset.patch_size", ds.patch_size,
-             f"the patch grid needs at least 2 x 2 cells (image size {ds.image_size})")
-    for key in ("mean", "std"):
-        values = list(ds[key])
-        _require(len(values) == 3, f"dataset.{key}", values, "three per-channel values")
-    _require(all(s > 0 for s in ds.std), "dataset.std", list(ds.std), "positive values")
-    _require(isinstance(cfg.get("seed"), int) and not isinstance(cfg.get("seed"), bool) and 0 <= cfg.seed < 2**32,
-             "seed", cfg.get("seed"), "an integer from 0 to 2**32 - 1")
-    for key in ("data.batch_size", "trainer.max_epochs"):
-        value = get(key)
-        if value is not None:
-            _require(_is_int(value) and value > 0, key, value, "a positive integer")
-    eval_batch = get("data.eval_batch_size")
-    _require(eval_batch is None or (_is_int(eval_batch) and eval_batch > 0), "data.eval_batch_size", eval_batch,
-             "null (the training batch size) or a positive integer")
-    workers = get("data.num_workers")
-    if workers is not None:
-        _require(_is_int(workers) and workers >= 0, "data.num_workers", workers, "zero or a positive integer")
-    clip = get("trainer.gradient_clip_val")
-    _require(clip is None or (_is_number(clip) and clip >= 0), "trainer.gradient_clip_val", clip,
-             "null (no clipping) or a finite norm >= 0")
-    accelerator = get("trainer.accelerator")
-    if accelerator in ("gpu", "cuda"):
-        import torch
-
-        _require(torch.cuda.is_available(), "trainer.accelerator", accelerator,
-                 "this machine has no CUDA GPU: use trainer=cpu, or trainer.accelerator=auto")
-    # per-stage lists (Swin) are checked by their backbone
-    vit_sizes = {key: get(key) for key in ("backbone.depth", "backbone.num_heads", "backbone.embed_dim")}
-    for key, value in vit_sizes.items():
-        if value is not None and not OmegaConf.is_list(value):
-            _require(isinstance(value, int) and value > 0, key, value, "a positive integer")
-    if all(isinstance(v, int) for v in vit_sizes.values()):
-        _require(cfg.backbone.embed_dim % cfg.backbone.num_heads == 0, "backbone.num_heads", cfg.backbone.num_heads,
-                 f"it must divide backbone.embed_dim={cfg.backbone.embed_dim}")
-    for key in ("backbone.drop_rate", "backbone.attn_drop_rate", "backbone.drop_path_rate"):
-        value = get(key)
-        if value is not None:
-            _require(_is_number(value) and 0.0 <= value < 1.0, key, value, "a rate in [0, 1)")
-    lr = get("optimizer.lr")
-    if lr is not None:
-        _require(_is_number(lr) and lr > 0, "optimizer.lr", lr, "a positive, finite learning rate such as 5e-4")
-    wd = get("optimizer.weight_decay")
-    if wd is not None:
-        _require(_is_number(wd) and wd >= 0, "optimizer.weight_decay", wd, "a finite number >= 0")
-    warm = get("scheduler.warmup_fraction")
-    if warm is not None:
-        _require(_is_number(warm) and 0.0 <= warm < 1.0, "scheduler.warmup_fraction", warm, "a fraction in [0, 1)")
-    side = get("task.megapatch.side")
-    if side is not None:
-        cells = ds.image_size // ds.patch_size
-        _require(isinstance(side, int) and 2 <= side <= cells, "task.megapatch.side", side,
-                 f"an integer from 2 to the patch grid side {cells} ({ds.image_size} px images, {ds.patch_size} px patches)")
+    resolved = _resolved(cfg)
+    check_schema(resolved, SCHEMAS[entry])
+    for group in REQUIRED_GROUPS:
+        _require(isinstance(resolved.get(group), dict), group, resolved.get(group), f"a node of keys, one of conf/{group}/")
+    _check_sizes(resolved)
+    _check_data(resolved["data"], resolved["dataset"])
+    _check_files(resolved)
+    _check_hardware(resolved)
+    check_trackers(resolved.get("logger") or {})
     try:
-        task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+        return TaskSpec.from_config(resolved["task"])
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"task: {err}") from None
-    pretrained = get("pretrained")
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        reason = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{getattr(err, 'full_key', None) or 'the config'} cannot be resolved: {reason}") from None
+    resolved = cast(dict[str, Any], resolved)
+    resolved.pop("hydra", None)
+    return resolved
+
+
+def _check_sizes(cfg: dict[str, Any]) -> None:
+    """Image, patch and token grids that fit together."""
+    ds, backbone = cfg["dataset"], cfg["backbone"]
+    image, patch = ds.get("image_size"), ds.get("patch_size")
+    if image is None or patch is None:
+        return
+    _require(image % patch == 0, "dataset.patch_size", patch, f"the image size dataset.image_size={image} must be a multiple of it")
+    _require(image // patch >= 2, "dataset.patch_size", patch, f"the patch grid needs at least 2 x 2 cells (image size {image})")
+    side = (cfg["task"].get("megapatch") or {}).get("side")
+    if side is not None:
+        cells = image // patch
+        _require(side <= cells, "task.megapatch.side", side,
+                 f"an integer from 2 to the patch grid side {cells} ({image} px images, {patch} px patches)")
+    if isinstance(backbone.get("embed_dim"), int) and isinstance(backbone.get("num_heads"), int):  # a ViT
+        _require(backbone["embed_dim"] % backbone["num_heads"] == 0, "backbone.num_heads", backbone["num_heads"],
+                 f"it must divide backbone.embed_dim={backbone['embed_dim']}")
+    step, what = _image_step(backbone)
+    _require(backbone.get("image_size", image) % step == 0, "dataset.image_size", backbone.get("image_size", image),
+             f"{what} needs an image size divisible by {step} (e.g. a 224 px dataset such as dataset=cifar10_224)")
+
+
+def _image_step(backbone: dict[str, Any]) -> tuple[int, str]:
+    """What the backbone's image size must be a multiple of, and the backbone's name."""
+    from relvit.backbones.swin import image_step
+    from relvit.backbones.t2t_vit import TOKEN_STRIDE
+
+    if "depths" in backbone:
+        return image_step(backbone["depths"]), f"Swin with {len(backbone['depths'])} stages"
+    if "variant" in backbone:
+        return TOKEN_STRIDE, "T2T-ViT"
+    return 1, "ViT"
+
+
+def _check_data(data: dict[str, Any], ds: dict[str, Any]) -> None:
+    select_on = data.get("select_on", "val")
+    fraction = data.get("val_fraction", 1)
+    _require(fraction > 0 or select_on == "test", "data.val_fraction", fraction,
+             f"a fraction strictly between 0 and 1 with data.select_on={select_on} "
+             "(0, training on the whole split, needs data.select_on=test)")
+    both = data.get("labels_per_class") is not None and data.get("label_fraction") is not None
+    _require(not both, "data.label_fraction", data.get("label_fraction"),
+             f"null when data.labels_per_class={data.get('labels_per_class')} is set: set one of them, not both")
+    root = ds.get("root")
+    if root is not None and not ds.get("download"):
+        _require(Path(root).expanduser().is_dir(), "dataset.root", root,
+                 "an existing folder that holds the data (conf/dataset/ says which layout), "
+                 "or set dataset.download=true where the dataset can be downloaded")
+
+
+def _check_files(cfg: dict[str, Any]) -> None:
+    pretrained = cfg.get("pretrained")
     if pretrained is not None:
         path = weight_file(pretrained)
         _require(path.is_file(), "pretrained", str(pretrained),
                  f"the path of an existing checkpoint or weight file, or a directory with {EXPORTED_WEIGHTS}")
         _require(path.suffix in WEIGHT_SUFFIXES, "pretrained", str(pretrained), f"a file ending in one of {WEIGHT_SUFFIXES}")
-    strict = get("pretrained_strict")
-    _require(isinstance(strict, bool), "pretrained_strict", strict, "true or false")
-    resume = get("resume")
-    if resume is not None:
-        _require(Path(str(resume)).is_file(), "resume", str(resume), "the path of an existing checkpoint written by train.py")
-        _require(pretrained is None, "pretrained", str(pretrained), "null when resume is set (resuming restores all weights)")
-    extend = get("extend_to_epochs")
+    extend = cfg.get("extend_to_epochs")
     if extend is not None:
-        _require(_is_int(extend) and extend > 0, "extend_to_epochs", extend, "null or a positive number of epochs")
-        _require(resume is not None, "extend_to_epochs", extend, "given with resume=<run>/checkpoints/last.ckpt, the run to extend")
-    finetune = get("finetune")
-    if finetune is not None:
-        ok = OmegaConf.is_list(finetune) and all(isinstance(x, str) and "=" in x for x in finetune)
-        _require(ok, "finetune", finetune, "null or a list of overrides like [task=downstream, trainer.max_epochs=10]")
-    return task
+        _require(cfg.get("resume") is not None, "extend_to_epochs", extend,
+                 "given with resume=<run>/checkpoints/last.ckpt, the run to extend")
+
+
+def _check_hardware(cfg: dict[str, Any]) -> None:
+    """Values that ask for a CUDA device need one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    accelerator = cfg["trainer"].get("accelerator")
+    decode = cfg["data"].get("decode")
+    _require(accelerator not in ("gpu", "cuda"), "trainer.accelerator", accelerator,
+             "this machine has no CUDA GPU: use trainer=cpu, or trainer.accelerator=auto")
+    _require(decode != "gpu", "data.decode", decode,
+             "this machine has no CUDA device: use data.decode=auto or data.decode=cpu")
 
 
 def check_token_grid(cfg: DictConfig, grid_size: int) -> None:

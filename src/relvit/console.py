@@ -14,19 +14,7 @@ from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from omegaconf import DictConfig, OmegaConf
 
-from relvit.errors import ConfigError
-
 PROGRESS_BARS = ("rich", "tqdm", "none")
-
-
-def check_console(cfg: DictConfig) -> None:
-    """``progress_bar`` and ``print_config`` hold valid values."""
-    bar = cfg.get("progress_bar", "tqdm")
-    if bar not in PROGRESS_BARS:
-        raise ConfigError(f"progress_bar={bar!r} is invalid: one of {', '.join(PROGRESS_BARS)}")
-    shown = cfg.get("print_config", False)
-    if not isinstance(shown, bool):
-        raise ConfigError(f"print_config={shown!r} is invalid: true or false")
 
 
 def progress_bar(cfg: DictConfig) -> tuple[bool, list[L.Callback]]:

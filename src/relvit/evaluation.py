@@ -1,7 +1,7 @@
 """Evaluate a checkpoint with the config it was trained with, plus the user's new overrides."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -9,9 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoints import read_checkpoint, state_dict_of
-from relvit.config_checks import require_values
+from relvit.config_checks import check_config, require_values
 from relvit.errors import ConfigError
-from relvit.probes.features import FEATURE_CHOICES
 from relvit.probes.frozen import frozen_eval
 from relvit.run_files import claim_run_dir, write_hydra_files, write_json
 from relvit.saved_config import rebuild, saved_run_config
@@ -20,23 +19,13 @@ from relvit.trusted_config import trusted_resolved
 
 #: Keys of evaluate.yaml itself, which are not part of the training config.
 OWN_KEYS = ("ckpt_path", "splits", "protocol", "features", "knn", "linear")
-VALID_SPLITS = ("val", "test")
-#: ``metrics``: the task's own losses and accuracies; ``knn``, ``linear``: the frozen encoder's features.
-VALID_PROTOCOLS = ("metrics", "knn", "linear")
 
 
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.splits``; ``overrides`` are the command line's (by default
     read from Hydra) and pick which keys of ``cfg`` replace the saved ones."""
-    require_values(cfg)
-    bad = [s for s in cfg.splits if s not in VALID_SPLITS]
-    if bad:
-        raise ConfigError(f"splits={list(cfg.splits)} is invalid: each split must be one of {VALID_SPLITS}")
+    require_values(cfg)  # ckpt_path, read before the config it holds can be checked
     protocol = cfg.get("protocol", "metrics")
-    if protocol not in VALID_PROTOCOLS:
-        raise ConfigError(f"protocol={protocol!r} is invalid: use one of {VALID_PROTOCOLS}")
-    if protocol != "metrics" and cfg.features not in FEATURE_CHOICES:
-        raise ConfigError(f"features={cfg.features!r} is invalid: use one of {FEATURE_CHOICES}")
     content = read_checkpoint(cfg.ckpt_path)
     saved = saved_run_config(content, "ckpt_path", str(cfg.ckpt_path))
     if overrides is None:
@@ -47,6 +36,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     if protocol != "metrics":  # the frozen protocols use labels: data.labels_per_class applies to them
         run_cfg.data.restrict_labels = True
     run_cfg = trusted_resolved(run_cfg, f"the config saved in {cfg.ckpt_path}")
+    check_config(cast(DictConfig, OmegaConf.merge(run_cfg, OmegaConf.masked_copy(cfg, list(OWN_KEYS)))), entry="evaluate")
     output_dir = claim_run_dir(cfg.paths.output_dir)
     write_hydra_files(output_dir, run_cfg)
     run = build(run_cfg, run_config=saved)

@@ -16,8 +16,6 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 
-from relvit.errors import ConfigError
-
 #: The accelerators that may run on a CUDA device (Lightning's names).
 CUDA_ACCELERATORS = ("auto", "gpu", "cuda")
 
@@ -60,13 +58,6 @@ def clip_gradients(plugin: Precision, optimizer: torch.optim.Optimizer, clip_val
     if scaler is not None:
         scaler.unscale_(optimizer)
     Precision.clip_gradients(plugin, optimizer, clip_val, how)
-
-
-def check_compile_flag(value: Any) -> bool:
-    """``compile`` must be a boolean (the config key that compiles the model and the patch colour ops)."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"compile={value!r} is invalid: use compile=true or compile=false")
-    return value
 
 
 def compile_model(module: nn.Module, parts: tuple[str, ...] = ("backbone", "relation_head", "position_head")) -> None:
@@ -125,7 +116,7 @@ def resolve_plan(cfg: Any, device: torch.device) -> DevicePlan:
         device=device.type,
         precision=str(cfg.trainer.precision),
         fused=bool(fused),
-        compile=check_compile_flag(cfg.get("compile", False)),
+        compile=bool(cfg.get("compile", False)),
         patch_form=patch_form(str(augment.get("form", "auto")), device) if augment else None,
         decode="device" if decodes_on_device(str(cfg.data.decode), device, ["image.jpg"]) else "workers",
         in_memory_on_device=bool(cfg.data.in_memory_on_device),

@@ -1,6 +1,7 @@
 """A run's config rebuilt from the one saved in its checkpoint, with the command line's overrides on top."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
@@ -85,7 +86,14 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     from relvit.checkpoints import read_checkpoint
 
     path = str(cfg.resume)
+    if not Path(path).is_file():
+        raise ConfigError(f"resume={path!r} is invalid: the path of an existing checkpoint written by train.py")
+    if cfg.get("pretrained") is not None:
+        raise ConfigError(f"pretrained={str(cfg.pretrained)!r} is invalid: null when resume is set (resuming restores all weights)")
     content = read_checkpoint(path)
+    if "optimizer_states" not in content:
+        raise ConfigError(f"resume={path!r} is invalid: it holds weights only (a best checkpoint), not the optimiser and "
+                          f"training state a resume needs; resume from the run's last checkpoint, {Path(path).with_name('last.ckpt')}")
     merged = rebuild(saved_run_config(content, "resume", path), cfg, overrides, source=f"the config saved in {path}")
     merged.pretrained = None  # the resumed weights replace any warm start
     extend = cfg.get("extend_to_epochs")

@@ -52,8 +52,8 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         row = json.loads(record_path.read_text())
     else:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        row = {"overrides": overrides or [], "status": "unfinished", "wall_s": None, "error": ""}
+        overrides = _overrides(overrides_file) if overrides_file.is_file() else []
+        row = {"overrides": overrides, "status": "unfinished", "wall_s": None, "error": ""}
     row["job"] = job_dir.name
     # the last phase's metrics: fine-tuning when the job ran a second phase
     for metrics_file in (job_dir / "finetune" / "metrics.json", job_dir / "metrics.json"):
@@ -61,11 +61,34 @@ def read_job(job_dir: Path) -> dict[str, Any]:
             metrics = json.loads(metrics_file.read_text())
             row["monitor"] = metrics.get("monitor")
             for split in ("val", "test"):
-                row.update(metrics.get(split, {}))
+                row.update(_metrics(metrics_file, metrics.get(split, {})))
             if row["status"] == "unfinished":
                 row["status"] = "completed"
             break
     return row
+
+
+def _overrides(path: Path) -> list[str]:
+    """A job's overrides.yaml: a plain YAML list of strings (a tag or other node is refused)."""
+    try:
+        overrides = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} cannot be read: {str(err).splitlines()[0]}; it must be a YAML list of overrides") from None
+    if overrides is None:
+        return []
+    if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        raise UserError(f"{path} cannot be read: it holds {type(overrides).__name__}, not a YAML list of overrides")
+    return overrides
+
+
+def _metrics(path: Path, values: Any) -> dict[str, float | None]:
+    """The metrics of one split in a job's metrics.json: each a number, or null (non-finite)."""
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is invalid: a split's metrics must be a mapping of names to numbers")
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{path} is invalid: {name}={value!r} must be a number (or null)")
+    return values
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:

@@ -49,21 +49,9 @@ class TaskSpec:
         return cls(**{k: v for k, v in dict(cfg).items() if k in own})
 
     def __post_init__(self):
-        if self.name not in TASK_NAMES:
-            raise ValueError(f"task.name must be one of {TASK_NAMES}, got {self.name!r}")
+        # the type and range of each key are the schema's (relvit.config_schema); these rules tie keys together
         if not (self.supervised or self.relations or self.positions or self.distances or self.angles):
             raise ValueError(f"task {self.name!r} enables no loss: set one of supervised, relations, positions, distances, angles")
-        if self.monitor_mode not in MONITOR_MODES:
-            raise ValueError(f"task.monitor_mode must be one of {MONITOR_MODES}, got {self.monitor_mode!r}")
-        if self.classifier_pool not in CLASSIFIER_POOLS:
-            raise ValueError(f"task.classifier_pool must be one of {CLASSIFIER_POOLS}, got {self.classifier_pool!r}")
-        if not 0.0 <= self.relation_label_smoothing < 1.0:
-            raise ValueError(f"task.relation_label_smoothing must lie in [0, 1), got {self.relation_label_smoothing}")
-        if not 0.0 <= self.relation_loss_dropout < 1.0:
-            raise ValueError(f"task.relation_loss_dropout must lie in [0, 1), got {self.relation_loss_dropout}")
-        if self.online_probe and not (self.probe_lr > 0 and self.probe_steps >= 1):
-            raise ValueError(f"task.probe_lr must be > 0 and task.probe_steps >= 1 with the online probe, "
-                             f"got probe_lr={self.probe_lr}, probe_steps={self.probe_steps}")
         if self.freeze_backbone and not self.supervised:
             raise ValueError("task.freeze_backbone=true trains nothing without a supervised head (set task.supervised=true)")
 

@@ -12,12 +12,12 @@ import netrc
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig
 
 from relvit.errors import ConfigError
 
@@ -31,10 +31,10 @@ REQUIRED_PACKAGES = {
 WANDB_HOST = "api.wandb.ai"
 
 
-def check_trackers(cfg: DictConfig) -> None:
-    """Refuse a ``logger`` whose package is not installed, naming the install line."""
-    for name, node in (cfg.get("logger") or {}).items():
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
+def check_trackers(loggers: Mapping[str, Any]) -> None:
+    """Refuse a logger of the ``logger`` group whose package is not installed, naming the install line."""
+    for name, node in loggers.items():
+        target = node.get("_target_") if isinstance(node, Mapping) else None
         package, extra = REQUIRED_PACKAGES.get(str(target), (None, None))
         if package and importlib.util.find_spec(package) is None:
             raise ConfigError(

@@ -17,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from relvit.checkpoint_io import AtomicCheckpointIO
 from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import check_config, check_token_grid
-from relvit.console import check_console, model_summary, print_config, progress_bar
+from relvit.config_checks import check_token_grid
+from relvit.console import model_summary, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, requeued_checkpoint
 from relvit.errors import ConfigError
 from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
-from relvit.hardware import check_compile_flag, compile_model
+from relvit.hardware import compile_model
 from relvit.module import RelViTModule
 from relvit.run_files import (
     SaveError,
@@ -33,7 +33,8 @@ from relvit.run_files import (
     write_text,
 )
 from relvit.schedules import StretchSchedule
-from relvit.trackers import check_trackers, finish_trackers
+from relvit.task import TaskSpec
+from relvit.trackers import finish_trackers
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,8 @@ def build_group(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
-    """Check the config, then build and set up data and model (data problems surface here)."""
-    task = check_config(cfg)
-    compile_on = check_compile_flag(cfg.get("compile", False))
+    """Build and set up data and model from a checked config (``check_config``); data problems surface here."""
+    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     megapatch = cfg.task.get("megapatch")
     if megapatch:  # the model sees the tiled image: side x side patches
         backbone = build_group(cfg, "backbone", image_size=megapatch.side * cfg.dataset.patch_size)
@@ -96,7 +96,7 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
         # saved unresolved, so that paths and interpolations follow the evaluating run's overrides
         run_config=run_config if run_config is not None else cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False)),
     )
-    if compile_on:
+    if cfg.get("compile", False):
         compile_model(module)
     return Run(cfg, datamodule, module)
 
@@ -144,7 +144,8 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit one run into ``cfg.paths.output_dir`` and return the metrics of its best checkpoint.
+    """Fit one run of a checked config (``check_config``) into ``cfg.paths.output_dir`` and return the
+    metrics of its best checkpoint.
 
     The run claims its directory before anything is written there; SIGTERM, SIGUSR1 and SIGINT save
     the current step and raise RunInterrupted; a non-finite loss raises TrainingDiverged.
@@ -156,9 +157,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
-    check_config(cfg)
-    check_trackers(cfg)
-    check_console(cfg)
     output_dir = Path(cfg.paths.output_dir)
     debug = bool(cfg.trainer.get("fast_dev_run"))  # one batch of each split; nothing is written
     # a requeued SLURM job goes on in its own dir; the other ranks of a DDP job share rank zero's

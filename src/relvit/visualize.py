@@ -184,8 +184,6 @@ class PicturesToTensorBoard(L.Callback):
     logged when it changes) go to TensorBoard as ``pictures/<name>``. Drawn in evaluation mode, without gradients or random draws."""
 
     def __init__(self, every_n_epochs: int = 5):
-        if every_n_epochs < 1:
-            raise ValueError(f"callbacks.pictures.every_n_epochs={every_n_epochs} is invalid: give 1 or more")
         self.every_n_epochs = every_n_epochs
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -17,10 +17,10 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
+from relvit.config_checks import check_config
 from relvit.data.encoded import (
     EncodedBatch,
     EncodedImageDataset,
-    check_decode,
     collate_encoded,
     decode_batch,
     decodes_on_device,
@@ -106,25 +106,24 @@ def test_byte_reading_workers_hand_over_exactly_the_files_of_the_split(jpegs):
     assert torch.equal(torch.cat(seen_labels), labels)
 
 
-def test_decode_modes(jpegs):
+def test_decode_modes(jpegs, tiny_cfg):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert not decodes_on_device("auto", cpu, jpegs)  # auto picks the PIL path on the CPU
     assert decodes_on_device("auto", cuda, jpegs)
     assert not decodes_on_device("cpu", cuda, jpegs)
     assert not decodes_on_device("gpu", cuda, [*jpegs, "x/y.png"])  # PNG and other formats keep PIL
-    with pytest.raises(ConfigError, match="data.decode='nvjpeg' is invalid: use one of auto, cpu, gpu, device"):
-        check_decode("nvjpeg")
+    with pytest.raises(ConfigError, match="data.decode='nvjpeg' is invalid: one of auto, cpu, gpu, device"):
+        check_config(tiny_cfg("data.decode=nvjpeg"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
 def test_decode_gpu_without_a_gpu_is_a_config_error(tiny_cfg, tmp_path):
-    from relvit.training import build
 
     root = tmp_path / "folders"
     write_jpegs(root / "train")
     cfg = tiny_cfg("dataset=image_folder", f"dataset.root={root}", "data.decode=gpu", "data.batch_size=4")
-    with pytest.raises(ConfigError, match="data.decode=gpu is invalid on this machine: no CUDA device"):
-        build(cfg)
+    with pytest.raises(ConfigError, match="data.decode='gpu' is invalid: this machine has no CUDA device"):
+        check_config(cfg)
 
 
 def test_auto_on_the_cpu_keeps_the_pil_path(tiny_cfg, tmp_path):

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from relvit.config_checks import check_config
 from relvit.data.splits import LabelBudget
 from relvit.errors import ConfigError
 from relvit.training import build
@@ -42,5 +43,7 @@ def test_label_fraction_is_stratified_with_at_least_one_per_class():
     (["data.labels_per_class=100000"], "class 0 has only"),
 ])
 def test_a_bad_budget_is_refused_naming_the_key(tiny_cfg, overrides, message):
+    cfg = tiny_cfg("task=downstream", *overrides)
     with pytest.raises(ConfigError, match=message):
-        build(tiny_cfg("task=downstream", *overrides))
+        check_config(cfg)  # as a run does: the config first, then the data
+        build(cfg)

@@ -52,11 +52,10 @@ def test_selection_on_test_trains_on_every_training_image(tiny_cfg, overrides):
 
 
 def test_zero_val_fraction_needs_selection_on_test(tiny_cfg):
-    from relvit.config_checks import ConfigError
-    from relvit.training import build
+    from relvit.config_checks import ConfigError, check_config
 
     with pytest.raises(ConfigError, match=r"data.val_fraction=0 is invalid: .*needs data.select_on=test"):
-        build(tiny_cfg("data.val_fraction=0"))
+        check_config(tiny_cfg("data.val_fraction=0"))
 
 
 @pytest.mark.parametrize("recipe,batches", [("corrected", 1438 // 64), ("original", -(-1438 // 64))])

@@ -101,10 +101,10 @@ def test_megapatch_task_trains_on_side_by_side_tokens(tiny_cfg, recipe):
 
 
 def test_megapatch_side_is_checked_before_work(tiny_cfg):
-    from relvit.config_checks import ConfigError
+    from relvit.config_checks import ConfigError, check_config
 
     with pytest.raises(ConfigError, match=r"task\.megapatch\.side=5 .*patch grid side 4"):
-        build(tiny_cfg("task=megapatch"))
+        check_config(tiny_cfg("task=megapatch"))
 
 
 def test_evaluation_cuts_are_fixed_and_leave_the_random_stream_alone(tiny_cfg):

@@ -42,8 +42,7 @@ class SwinBackbone(TokenBackbone):
         depths, num_heads = tuple(depths), tuple(num_heads)
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} must name the same number of stages")
-        # 4 px patches, then one 2x patch merging per stage after the first
-        reduction = 4 * 2 ** (len(depths) - 1)
+        reduction = image_step(depths)
         if image_size % reduction:
             raise ValueError(f"Swin with {len(depths)} stages needs an image size divisible by {reduction}, got {image_size}")
         self.swin = SwinTransformer(
@@ -86,3 +85,9 @@ class SwinBackbone(TokenBackbone):
                 name = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", name)
             out[f"swin.{name}"] = value
         return out
+
+
+def image_step(depths: tuple[int, ...] | list[int]) -> int:
+    """What the image size must be a multiple of: 4 px patches, then one 2x patch merging per stage
+    after the first."""
+    return 4 * 2 ** (len(depths) - 1)

@@ -8,12 +8,10 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from relvit.config_checks import ConfigError
 from relvit.data.batch_transform import BatchTransform
 from relvit.data.encoded import (
     EncodedBatch,
     EncodedImageDataset,
-    check_decode,
     collate_encoded,
     decode_batch,
     decodes_on_device,
@@ -28,8 +26,9 @@ from relvit.data.loaders import (
 )
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
 from relvit.data.splits import LabelBudget, stratified_split
-from relvit.data.verify import BAD_IMAGE_POLICIES, describe_bad, find_bad_images
+from relvit.data.verify import describe_bad, find_bad_images
 from relvit.distributed import EvalShardSampler, eval_shard, train_batches, train_shard
+from relvit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,6 @@ class RelViTDataModule(L.LightningDataModule):
         restrict_labels: bool = True,
     ):
         super().__init__()
-        if select_on not in MODEL_SELECTION_SPLITS:
-            raise ValueError(f"data.select_on must be one of {MODEL_SELECTION_SPLITS}, got {select_on!r}")
-        _check_val_fraction(val_fraction, select_on)
         self.source = source
         self.image_size = image_size
         self.image_augment = BatchImageAugment(image_size, train_transform, eval_transform, crop_padding, hflip)
@@ -100,10 +96,8 @@ class RelViTDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.in_memory_on_device = in_memory_on_device
         self.seed = seed
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
-        self.decode = check_decode(decode)
+        self.decode = decode
         # transforms of the batches decoded on the device, by train (True) or evaluation (False)
         self.device_transforms: dict[bool, v2.Compose] = {}
         self.label_budget = LabelBudget(labels_per_class, label_fraction, label_seed) if restrict_labels else None
@@ -294,15 +288,3 @@ def _take(split: InMemorySplit | FileSplit, index: torch.Tensor) -> InMemorySpli
         return InMemorySplit(split.images[index], split.labels[index])
     return FileSplit([split.paths[i] for i in index.tolist()], split.labels[index])
 
-
-def _check_val_fraction(fraction: float, select_on: str) -> None:
-    """``data.val_fraction`` must hold something out unless the test split selects (then 0 is allowed)."""
-    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
-    held_out = select_on != "test"
-    if number and (0.0 < fraction < 1.0 if held_out else 0.0 <= fraction < 1.0):
-        return
-    valid = "a fraction in [0, 1)"
-    if number and held_out:
-        valid = (f"a fraction strictly between 0 and 1 with data.select_on={select_on} "
-                 "(0, training on the whole split, needs data.select_on=test)")
-    raise ConfigError(f"data.val_fraction={fraction!r} is invalid: {valid}")

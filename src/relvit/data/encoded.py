@@ -16,20 +16,8 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import v2
 
-from relvit.errors import ConfigError
-
 DECODE_MODES = ("auto", "cpu", "gpu", "device")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
-
-
-def check_decode(decode: str) -> str:
-    """The ``data.decode`` value, refused before any work when it is unknown or asks for a missing GPU."""
-    if decode not in DECODE_MODES:
-        raise ConfigError(f"data.decode={decode!r} is invalid: use one of {', '.join(DECODE_MODES)}")
-    if decode == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("data.decode=gpu is invalid on this machine: no CUDA device is available; "
-                          "use data.decode=auto or data.decode=cpu")
-    return decode
 
 
 def decodes_on_device(decode: str, device: torch.device, paths: Sequence[str]) -> bool:

@@ -28,15 +28,9 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 class LabelBudget:
     """Which labelled training images a supervised run keeps: ``per_class`` images of every class, or
     ``fraction`` of every class (at least one), chosen by a generator seeded with ``seed``. Neither
-    set keeps every image."""
+    set keeps every image (the values are checked with the config: relvit.config_schema, config_checks)."""
 
     def __init__(self, per_class: int | None = None, fraction: float | None = None, seed: int = 0):
-        if per_class is not None and fraction is not None:
-            raise ValueError(f"set one of data.labels_per_class={per_class} and data.label_fraction={fraction}, not both")
-        if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
-            raise ValueError(f"data.labels_per_class={per_class!r} is invalid: give a whole number of at least 1")
-        if fraction is not None and not 0.0 < fraction <= 1.0:
-            raise ValueError(f"data.label_fraction={fraction!r} is invalid: give a fraction in (0, 1]")
         self.per_class = per_class
         self.fraction = fraction
         self.seed = seed
