@@ -120,18 +120,42 @@ class FiniteLoss(L.Callback):
             k.removesuffix("_step") for k, v in trainer.callback_metrics.items()
             if k.startswith("train/") and "loss" in k and not k.endswith("_epoch") and not torch.isfinite(v).all()
         })
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-        raise TrainingDiverged(
-            f"non-finite loss at step {step} (epoch {trainer.current_epoch}): {', '.join(terms) or 'train/loss'} "
-            f"not finite; training stopped. Last good checkpoint: {last}. Lower optimizer.lr or check the data."
-        )
+        diverged(trainer, f"loss at step {step}", terms or ["train/loss"])
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.training or trainer.state.fn == "fit":
             self.check(trainer)
+            # a step whose loss was finite can still leave non-finite weights (its update overflowed):
+            # validating them would only log NaN and draw pictures of it
+            bad = non_finite(pl_module.state_dict())
+            if bad:
+                diverged(trainer, f"weights after step {trainer.global_step}", bad)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            bad = sorted(k for k, v in trainer.callback_metrics.items()
+                         if k.startswith("val/") and "loss" in k and not torch.isfinite(v).all())
+            if bad:  # before the checkpoint callbacks, which Lightning runs last, judge a NaN score
+                diverged(trainer, f"validation loss after step {trainer.global_step}", bad)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self.check(trainer)  # (the weights themselves are checked by AtomicCheckpointIO, for every save)
+
+
+def non_finite(tensors: dict[str, Any], limit: int = 5) -> list[str]:
+    """Names of the floating-point tensors among ``tensors`` holding a NaN or an infinity (the first
+    ``limit``, then "..." when there are more)."""
+    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return bad[:limit] + (["..."] if len(bad) > limit else [])
+
+
+def diverged(trainer: L.Trainer, what: str, names: list[str]) -> None:
+    """Raise TrainingDiverged: the non-finite ``what`` (e.g. "loss at step 12"), naming ``names``."""
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+    raise TrainingDiverged(
+        f"non-finite {what} (epoch {trainer.current_epoch}): {', '.join(names)} not finite; training stopped. "
+        f"Last good checkpoint: {last}. Lower optimizer.lr or check the data."
+    )
 
 
 class RandomState(L.Callback):
