@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -20,7 +21,7 @@ from relvit.checkpoints import read_checkpoint
 from relvit.run_files import OutputDirError, SaveError, atomic_write, claim_run_dir
 from relvit.training import train
 
-from conftest import REPO, TINY, compose_config
+from conftest import REPO, TINY, compose_config, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -249,23 +250,51 @@ def test_a_stop_signal_saves_the_step_and_says_how_to_resume(tmp_path, sig):
     assert 0 < saved["global_step"] < 1000 * 20
 
 
-def test_resume_after_sigterm_finishes_the_run(tmp_path):
+def paused_run(tmp_path, phase: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    """train.py paused in ``phase`` (tests/stop_points.py): its marker is there once it waits for the signal."""
+    marker = tmp_path / f"in_{phase}"
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stop_points.py"), "pause-in", phase, str(marker), *args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    wait_for(marker, proc)
+    return proc, marker
+
+
+@pytest.mark.parametrize("phase", ["fit", "validation"])
+def test_sigterm_in_training_or_its_validation_saves_a_checkpoint_that_resumes(tmp_path, phase):
     import shlex
 
-    # enough epochs that the run is still training when the signal arrives, even on a loaded machine
-    args = [*TINY, "task=downstream", "trainer.max_epochs=10", "trainer.limit_train_batches=null", f"hydra.run.dir={tmp_path / 'a'}"]
-    proc = launch(tmp_path, *args)
-    wait_for(tmp_path / "a" / "checkpoints" / "last.ckpt", proc)
+    args = [*TINY, "task=downstream", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'a'}"]
+    proc, _ = paused_run(tmp_path, phase, *args)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    # in training: the step it came in; in a validation: the start of the next epoch
+    assert read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["global_step"] == (2 if phase == "fit" else 3)
     hint = next(line for line in err.splitlines() if line.startswith("to resume: "))
     command = shlex.split(hint.removeprefix("to resume: "))
     assert command[:2] == ["python", "train.py"]
     done = subprocess.run([sys.executable, str(REPO / "train.py"), *command[2:], f"hydra.run.dir={tmp_path / 'b'}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=subprocess_env())
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["best_checkpoint"].startswith(str(tmp_path / "b"))
-    assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["epoch"] == 9
-    assert os.path.isfile(metrics["best_checkpoint"])
+    assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["epoch"] == 1
+
+
+def test_sigterm_in_setup_stops_before_anything_is_trained(tmp_path):
+    proc, _ = paused_run(tmp_path, "setup", *TINY, "task=downstream", f"hydra.run.dir={tmp_path / 'a'}")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM before training started; nothing was trained yet, nothing saved" in err
+    assert "Traceback" not in err and not (tmp_path / "a" / "checkpoints").exists()
+
+
+def test_sigterm_in_the_final_test_keeps_the_finished_result(tmp_path):
+    proc, _ = paused_run(tmp_path, "test", *TINY, "task=downstream", f"hydra.run.dir={tmp_path / 'a'}")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]  # training had finished: the run completes its evaluation
+    summary = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert "test/acc" in summary["test"]

@@ -85,6 +85,35 @@ class SaveOnSignal(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._stop(trainer)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        _lightning_sigterm_without_exit(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        _lightning_sigterm_without_exit(trainer)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        _lightning_sigterm_without_exit(trainer)
+
+
+def _lightning_sigterm_without_exit(trainer: L.Trainer) -> None:
+    """Lightning's SIGTERM handler (installed as each fit, validate or test starts, ours inside it)
+    forwards the signal to the ranks it started, and sets a flag on which its loops raise SystemExit
+    with code 0 at the next batch: in a validation, the run ended with exit 0 and nothing saved. The
+    flag is cleared after each signal, so that SaveOnSignal decides where the run stops."""
+    if threading.current_thread() is not threading.main_thread():  # where Lightning installs none
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if not callable(current) or getattr(current, "clears_lightning_flag", False):
+        return
+    lightning_handler = current
+
+    def handler(signum: int, frame: Any) -> None:
+        lightning_handler(signum, frame)
+        trainer._signal_connector.received_sigterm = False
+
+    handler.clears_lightning_flag = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
+
 
 class FiniteLoss(L.Callback):
     """Stops training at the first step whose loss is NaN or infinite, naming the step and the loss
