@@ -136,7 +136,7 @@ def stopped_and_resumed(tmp_path: Path, env: dict[str, str], steps: list[int]) -
 
 @pytest.mark.parametrize("capability", [None, "avx2"])
 def test_sigterm_mid_epoch_in_every_epoch_then_the_same_metrics(tmp_path, capability):
-    # the kernels ATen picks (AVX-512 or AVX2 here) change the numbers, never whether a resume is exact
+    # whether a resume is exact must not depend on the kernels ATen picks (AVX-512 or AVX2 on this CPU)
     env = subprocess_env(**({"ATEN_CPU_CAPABILITY": capability} if capability else {}))
     done = run_train(tmp_path / "reference", env, str(REPO / "train.py"), *STOPPED)
     assert done.returncode == 0, done.stderr[-2000:]
