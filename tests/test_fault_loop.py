@@ -12,7 +12,7 @@ import pytest
 
 from relvit.checkpoints import read_checkpoint
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, subprocess_env
 
 # upstream: the per-patch augmentation, crops and dropout all draw random numbers
 EPOCHS = 4
@@ -101,3 +101,54 @@ def test_twenty_kills_then_the_same_metrics(tmp_path):
     print(f"fault loop: {result}")
     assert result["kills"] == 20 and result["resumes"] >= 10
     assert result["equal"] == result["runs"]
+
+
+# ----------------------------------------------------------------- SIGTERM at chosen steps
+STEPS_PER_EPOCH = 4
+STOPPED = [*TINY, "task=upstream", "trainer.max_epochs=3", f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
+           "backbone.drop_path_rate=0.1"]
+STOP_POINTS = REPO / "tests" / "stop_points.py"
+
+
+def run_train(run_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def kill_steps(rng: random.Random, epochs: int) -> list[int]:
+    """One step per epoch, at random, whose save falls inside the epoch (never on its last step)."""
+    return [epoch * STEPS_PER_EPOCH + rng.randrange(STEPS_PER_EPOCH - 1) for epoch in range(epochs)]
+
+
+def stopped_and_resumed(tmp_path: Path, env: dict[str, str], steps: list[int]) -> dict:
+    """The metrics of a run sent SIGTERM at the start of each of ``steps`` and resumed after each."""
+    last = None
+    for i, step in enumerate(steps):
+        resume = [f"resume={last}"] if last else [*STOPPED]
+        done = run_train(tmp_path / f"stopped_{i}", env, str(STOP_POINTS), "kill-at-step", str(step), *resume)
+        assert done.returncode == 143, done.stderr[-2000:]
+        last = tmp_path / f"stopped_{i}" / "checkpoints" / "last.ckpt"
+        assert read_checkpoint(last)["global_step"] == step + 1  # the step the signal came in, finished and saved
+    done = run_train(tmp_path / "finished", env, str(REPO / "train.py"), f"resume={last}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return metrics_of(tmp_path / "finished")
+
+
+@pytest.mark.parametrize("capability", [None, "avx2"])
+def test_sigterm_mid_epoch_in_every_epoch_then_the_same_metrics(tmp_path, capability):
+    # whether a resume is exact must not depend on the kernels ATen picks (AVX-512 or AVX2 on this CPU)
+    env = subprocess_env(**({"ATEN_CPU_CAPABILITY": capability} if capability else {}))
+    done = run_train(tmp_path / "reference", env, str(REPO / "train.py"), *STOPPED)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = kill_steps(random.Random(capability or "default"), epochs=3)
+    assert stopped_and_resumed(tmp_path, env, steps) == metrics_of(tmp_path / "reference")
+
+
+@pytest.mark.slow
+def test_sigterm_at_many_random_steps_then_the_same_metrics(tmp_path):
+    env = subprocess_env()
+    done = run_train(tmp_path / "reference", env, str(REPO / "train.py"), *STOPPED)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rng = random.Random(2)
+    steps = sorted(rng.sample(range(3 * STEPS_PER_EPOCH), 8))  # epoch ends and the last step included
+    assert stopped_and_resumed(tmp_path, env, steps) == metrics_of(tmp_path / "reference")

@@ -20,8 +20,8 @@ MIN_SIDE = 320
 
 
 def colour_map(values: torch.Tensor) -> torch.Tensor:
-    """values in [0, 1], any shape [...] -> RGB [3, ...] through the viridis anchors."""
-    x = values.clamp(0, 1) * (len(VIRIDIS) - 1)
+    """values in [0, 1], any shape [...] -> RGB [3, ...] through the viridis anchors (NaN as 0)."""
+    x = values.nan_to_num(0.0).clamp(0, 1) * (len(VIRIDIS) - 1)
     low = x.floor().long().clamp(max=len(VIRIDIS) - 2)
     frac = (x - low).unsqueeze(-1)
     rgb = VIRIDIS[low] * (1 - frac) + VIRIDIS[low + 1] * frac  # [..., 3]

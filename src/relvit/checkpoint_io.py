@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -11,7 +11,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from relvit.checkpoints import read_checkpoint
 from relvit.errors import UserError
-from relvit.guards import TrainingDiverged
+from relvit.guards import TrainingDiverged, non_finite
 from relvit.run_files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
-               if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = non_finite(checkpoint.get("state_dict", {}))
         if bad:  # the last good checkpoint must never be replaced by broken weights
-            raise TrainingDiverged(f"refusing to save {path}: non-finite weights in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+            raise TrainingDiverged(f"refusing to save {path}: non-finite weights in {', '.join(bad)}")
+        atomic_write(path, lambda f: save_reporting_os_errors(checkpoint, f))
+
+
+class _RecordingWriter:
+    """A file's ``write`` that keeps the first OSError it raised: torch's zip writer swallows it and
+    reports only a position mismatch (``unexpected pos``)."""
+
+    def __init__(self, file: Any):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def save_reporting_os_errors(checkpoint: dict[str, Any], file: Any) -> None:
+    """``torch.save`` into ``file``; a failed write (a full disk) raises its own OSError."""
+    writer = _RecordingWriter(file)
+    try:
+        torch.save(checkpoint, cast(IO[bytes], writer))  # torch needs only write and flush
+    except RuntimeError:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
 
 
 class RunCheckpoint(ModelCheckpoint):

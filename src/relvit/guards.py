@@ -85,6 +85,35 @@ class SaveOnSignal(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._stop(trainer)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        _lightning_sigterm_without_exit(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        _lightning_sigterm_without_exit(trainer)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        _lightning_sigterm_without_exit(trainer)
+
+
+def _lightning_sigterm_without_exit(trainer: L.Trainer) -> None:
+    """Lightning's SIGTERM handler (installed as each fit, validate or test starts, ours inside it)
+    forwards the signal to the ranks it started, and sets a flag on which its loops raise SystemExit
+    with code 0 at the next batch: in a validation, the run ended with exit 0 and nothing saved. The
+    flag is cleared after each signal, so that SaveOnSignal decides where the run stops."""
+    if threading.current_thread() is not threading.main_thread():  # where Lightning installs none
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if not callable(current) or getattr(current, "clears_lightning_flag", False):
+        return
+    lightning_handler = current
+
+    def handler(signum: int, frame: Any) -> None:
+        lightning_handler(signum, frame)
+        trainer._signal_connector.received_sigterm = False
+
+    handler.clears_lightning_flag = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
+
 
 class FiniteLoss(L.Callback):
     """Stops training at the first step whose loss is NaN or infinite, naming the step and the loss
@@ -120,18 +149,42 @@ class FiniteLoss(L.Callback):
             k.removesuffix("_step") for k, v in trainer.callback_metrics.items()
             if k.startswith("train/") and "loss" in k and not k.endswith("_epoch") and not torch.isfinite(v).all()
         })
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-        raise TrainingDiverged(
-            f"non-finite loss at step {step} (epoch {trainer.current_epoch}): {', '.join(terms) or 'train/loss'} "
-            f"not finite; training stopped. Last good checkpoint: {last}. Lower optimizer.lr or check the data."
-        )
+        diverged(trainer, f"loss at step {step}", terms or ["train/loss"])
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.training or trainer.state.fn == "fit":
             self.check(trainer)
+            # a step whose loss was finite can still leave non-finite weights (its update overflowed):
+            # validating them would only log NaN and draw pictures of it
+            bad = non_finite(pl_module.state_dict())
+            if bad:
+                diverged(trainer, f"weights after step {trainer.global_step}", bad)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            bad = sorted(k for k, v in trainer.callback_metrics.items()
+                         if k.startswith("val/") and "loss" in k and not torch.isfinite(v).all())
+            if bad:  # before the checkpoint callbacks, which Lightning runs last, judge a NaN score
+                diverged(trainer, f"validation loss after step {trainer.global_step}", bad)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self.check(trainer)  # (the weights themselves are checked by AtomicCheckpointIO, for every save)
+
+
+def non_finite(tensors: dict[str, Any], limit: int = 5) -> list[str]:
+    """Names of the floating-point tensors among ``tensors`` holding a NaN or an infinity (the first
+    ``limit``, then "..." when there are more)."""
+    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return bad[:limit] + (["..."] if len(bad) > limit else [])
+
+
+def diverged(trainer: L.Trainer, what: str, names: list[str]) -> None:
+    """Raise TrainingDiverged: the non-finite ``what`` (e.g. "loss at step 12"), naming ``names``."""
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+    raise TrainingDiverged(
+        f"non-finite {what} (epoch {trainer.current_epoch}): {', '.join(names)} not finite; training stopped. "
+        f"Last good checkpoint: {last}. Lower optimizer.lr or check the data."
+    )
 
 
 class RandomState(L.Callback):

@@ -26,6 +26,8 @@ from relvit.task import TaskSpec
 NO_DECAY_NAMES = ("pos_embed", "cls_token")
 #: Learned absolute position embeddings of the backbones, which ``add_pos_embed=false`` leaves out.
 POSITION_EMBEDDING_NAMES = ("pos_embed", "absolute_pos_embed")
+#: Checkpoint key of the online probe's bank of the epoch so far (a resume mid-epoch needs it).
+PROBE_BANK = "relvit_probe_bank"
 
 
 class RelViTModule(L.LightningModule):
@@ -211,7 +213,8 @@ class RelViTModule(L.LightningModule):
         for key, value in out.items():
             name = f"{split}_{key}"
             if name not in self.eval_means:
-                self.eval_means[name] = MeanMetric().to(self.device)
+                # a NaN batch makes the mean NaN (torchmetrics would drop it), so FiniteLoss sees it
+                self.eval_means[name] = MeanMetric(nan_strategy="disable").to(self.device)
             metric = cast(MeanMetric, self.eval_means[name])
             metric.update(value.detach(), weight=batch_size)
             self.log(f"{split}/{key}", metric, on_step=False, on_epoch=True, prog_bar=key == "loss",
@@ -246,10 +249,8 @@ class RelViTModule(L.LightningModule):
         clip_gradients(self.trainer.precision_plugin, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---------------------------------------------------------------------------- online probe
-    def on_train_epoch_start(self) -> None:
-        if self.probe is not None:
-            self.probe.clear()
-
+    # (the bank empties at every fit, so a new epoch starts with an empty one and a resumed run with
+    # the one its checkpoint kept)
     def on_validation_epoch_start(self) -> None:
         if self.probe is not None and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
             self._fit_probe()
@@ -267,10 +268,12 @@ class RelViTModule(L.LightningModule):
             self.log("train/probe_fit_loss", loss, on_step=False, on_epoch=True, sync_dist=False)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # runs saved when the probe trained in the run's optimiser have a third parameter group (the
-        # probe's); the optimiser now has two: drop it, so those runs still resume
         if self.probe is None:
             return
+        if PROBE_BANK in checkpoint:
+            self.probe.load_bank_state(checkpoint[PROBE_BANK])
+        # runs saved when the probe trained in the run's optimiser have a third parameter group (the
+        # probe's); the optimiser now has two: drop it, so those runs still resume
         for state in checkpoint.get("optimizer_states", []):
             groups = state.get("param_groups", [])
             if len(groups) == 3:
@@ -284,3 +287,5 @@ class RelViTModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the composed run config, as plain containers, so evaluate.py can rebuild the run
         checkpoint["relvit_config"] = self.run_config
+        if self.probe is not None and "optimizer_states" in checkpoint:  # what a resume needs, not weights-only files
+            checkpoint[PROBE_BANK] = self.probe.bank_state()

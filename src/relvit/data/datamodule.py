@@ -232,9 +232,11 @@ class RelViTDataModule(L.LightningDataModule):
         if batches == 0:
             raise ConfigError(f"data.batch_size={batch_size} is larger than the {n // world} training images "
                              f"each of the {world} processes holds: use data.batch_size={n // world} or less")
-        # each rank shuffles its shard with a seed of its own, the same in every run
-        # batches of this epoch the trainer has taken (counted before on_train_batch_end saves)
-        position = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else None  # type: ignore[attr-defined]
+        # each rank shuffles its shard with a seed of its own, the same in every run; a training epoch
+        # starts at the batches of it the trainer has taken (restored from a checkpoint on resume)
+        position = None
+        if train and trainer is not None:
+            position = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]  # noqa: E731
         return InMemoryLoader(images.to(device), labels.to(device), batch_size, shuffle=train, seed=self.seed + 1_000_003 * rank,
                               drop_last=train and self.drop_last, epoch=epoch, num_batches=batches, position=position)
 

@@ -17,8 +17,9 @@ class InMemoryLoader:
 
     Shuffling draws from a generator seeded with ``seed + epoch``, so runs repeat exactly; ``epoch``
     reads the trainer's epoch (by default, the loader counts its passes). ``position`` reads how many
-    batches of the current epoch the trainer has taken: saved in checkpoints (``state_dict``), it lets
-    a run resumed mid-epoch go on with the very batches the interrupted run would have seen.
+    batches of the current epoch the trainer has taken; an epoch's batches start there, read when its
+    first batch is drawn: 0 in a new epoch, the restored count in a run resumed mid-epoch, which so goes
+    on with the very batches the interrupted run would have seen.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
@@ -34,7 +35,6 @@ class InMemoryLoader:
         self.epoch = epoch or (lambda: self.passes)
         self.num_batches = num_batches  # caps an epoch, so that every DDP rank steps equally often
         self.position = position
-        self._resume_at: tuple[int, int] | None = None  # (epoch, first batch) of a restored state
 
     def __len__(self) -> int:
         n = self.labels.numel()
@@ -45,7 +45,11 @@ class InMemoryLoader:
         return {"epoch": int(self.epoch()), "position": int(self.position()) if self.position else 0}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume_at = (state["epoch"], state["position"])
+        # the position comes from the trainer's restored batch count instead: Lightning builds the
+        # training loader before it reads a checkpoint (configure_optimizers asks for
+        # estimated_stepping_batches), and then never hands it this state. Being stateful still tells
+        # Lightning that the loader resumes mid-epoch.
+        del state
 
     def __iter__(self):
         n = self.labels.numel()
@@ -55,10 +59,7 @@ class InMemoryLoader:
             self.passes += 1
         else:
             order = torch.arange(n, device=self.images.device)
-        start = 0
-        if self._resume_at is not None and self._resume_at[0] == epoch:
-            start = self._resume_at[1]
-        self._resume_at = None
+        start = int(self.position()) if self.position else 0
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]

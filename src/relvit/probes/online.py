@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relvit.distributed import gather_rows
+from relvit.distributed import gather_rows, process_group
 
 
 class OnlineProbe(nn.Module):
@@ -64,6 +64,19 @@ class OnlineProbe(nn.Module):
     def banked(self) -> int:
         return sum(len(labels) for _, labels in self._bank)
 
+    def bank_state(self) -> dict[str, torch.Tensor]:
+        """The bank of every process, in rank order (each holds as many rows: all train as many
+        batches), for a checkpoint taken mid-epoch: without it a resumed run fits to part of an epoch."""
+        features, labels = gather_rows(*self._bank_tensors())
+        return {"features": features.cpu(), "labels": labels.cpu()}
+
+    def load_bank_state(self, state: dict[str, torch.Tensor]) -> None:
+        """This process's share of a ``bank_state``."""
+        rank, world = process_group()
+        share = len(state["labels"]) // world
+        rows = slice(rank * share, (rank + 1) * share)
+        self._bank = [(state["features"][rows], state["labels"][rows])] if share else []
+
     # -------------------------------------------------------------------------------- the fit
     def fit(self, lr: float, steps: int, batch_size: int = 256, seed: int = 0) -> float | None:
         """Fit to the bank (gathered over processes) and empty it; returns the last batch's loss,
@@ -97,9 +110,9 @@ class OnlineProbe(nn.Module):
         return float(loss.detach())
 
     def _bank_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.fc.weight.device  # a bank restored from a checkpoint may sit on the CPU
         if self._bank:
-            return torch.cat([f for f, _ in self._bank]), torch.cat([y for _, y in self._bank])
-        device = self.fc.weight.device
+            return torch.cat([f.to(device) for f, _ in self._bank]), torch.cat([y.to(device) for _, y in self._bank])
         return torch.zeros(0, self.fc.in_features, device=device), torch.zeros(0, dtype=torch.long, device=device)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
