@@ -37,6 +37,7 @@ class TaskSpec:
     cls_to_patches: bool = False
     freeze_backbone: bool = False
     decay_all_parameters: bool = False
+    layer_decay: float | None = None
     classifier_pool: str = "auto"
     monitor: str = "val/loss"
     monitor_mode: str = "min"
@@ -64,6 +65,8 @@ class TaskSpec:
         if self.online_probe and not (self.probe_lr > 0 and self.probe_steps >= 1):
             raise ValueError(f"task.probe_lr must be > 0 and task.probe_steps >= 1 with the online probe, "
                              f"got probe_lr={self.probe_lr}, probe_steps={self.probe_steps}")
+        if self.layer_decay is not None and (isinstance(self.layer_decay, bool) or not 0.0 < self.layer_decay <= 1.0):
+            raise ValueError(f"task.layer_decay must be null (off) or lie in (0, 1], got {self.layer_decay!r}")
         if self.freeze_backbone and not self.supervised:
             raise ValueError("task.freeze_backbone=true trains nothing without a supervised head (set task.supervised=true)")
 
