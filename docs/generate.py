@@ -110,6 +110,9 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
               'comparison.finetune=["task=downstream","data.batch_size=8","trainer.max_steps=2","trainer.val_check_interval=1"]',
               "comparison.linear.steps=5", "comparison.lrs=[1.0e-3]", "hydra.sweeper.params.seed=1"] if tiny else []
     sweep = SWEEPS / f"cifar10-{datetime.now(timezone.utc):%Y-%m-%d_%H-%M-%S}"
+    for override in OVERRIDES:  # an interrupted sweep resumed in its own dir (comparison.resume=true)
+        if override.startswith("hydra.sweep.dir="):
+            sweep = Path(override.split("=", 1)[1]).resolve()
     start = time.perf_counter()
     _python([str(REPO / "train.py"), "experiment=relvit_vs_scratch_cifar10", *budget, "trainer.enable_progress_bar=false",
              f"hydra.sweep.dir={sweep}", *OVERRIDES])

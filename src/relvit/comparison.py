@@ -54,15 +54,24 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
     check_arms(spec)
 
     def run(name: str, phase: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        done = out_dir / name / "metrics.json"
+        if spec.get("resume") and done.is_file():  # a finished phase of an interrupted job is read, not rerun
+            return json.loads(done.read_text())
         # the command line's overrides last, so that a shorter budget given there applies to every phase
         return train(phase_config([*phase, *extra, *user, f"paths.output_dir={out_dir / name}"]))
 
     pretrain = run("pretrain", list(spec.pretrain))
     best = pretrain["best_checkpoint"]
     result: dict[str, Any] = {"seed": int(cfg.seed), "pretrain": pretrain.get("val", {}), "frozen": {}, "finetune": {},
-                              "grid": {}, "pretrained_arm": next(a for a, arm in spec.arms.items() if arm.pretrained)}
+                              "grid": {}, "pretrained_arm": next(a for a, arm in spec.arms.items() if arm.pretrained),
+                              "complete": False}
+    earlier = out_dir / JOB_RESULT
+    if spec.get("resume") and earlier.is_file():
+        result["frozen"] = json.loads(earlier.read_text()).get("frozen", {})
     frozen_cfg = phase_config([*spec.pretrain, *user, f"paths.output_dir={out_dir / 'pretrain'}"])
     for encoder in ("pretrained", "random"):
+        if encoder in result["frozen"]:
+            continue
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         built = build(frozen_cfg)  # the random encoder: the initialisation pre-training started from
         if encoder == "pretrained":
@@ -72,6 +81,7 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
                               built.module.task.add_pos_embed, knn=OmegaConf.to_container(spec.knn),  # type: ignore[arg-type]
                               linear=OmegaConf.to_container(spec.linear), device=device)  # type: ignore[arg-type]
         result["frozen"][encoder] = {k: v for split in metrics.values() for k, v in split.items()}
+    write_json(out_dir / JOB_RESULT, result)  # what is done so far: an interrupted job still leaves it
     for budget, budget_overrides in spec.budgets.items():
         result["finetune"][budget], result["grid"][budget] = {}, {}
         for arm, arm_spec in spec.arms.items():
@@ -84,7 +94,8 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
             summary = tried[chosen]
             result["finetune"][budget][arm] = {**summary.get("test", summary.get("val", {})), "lr": chosen,
                                                "val/acc": summary.get("val", {}).get("val/acc")}
-    result["wall_s"] = round(time.time() - started, 1)
+        write_json(out_dir / JOB_RESULT, result)
+    result["wall_s"], result["complete"] = round(time.time() - started, 1), True
     write_json(out_dir / JOB_RESULT, result)
     return {"task": "comparison", "output_dir": str(out_dir), "monitor": None, "comparison": result}
 
@@ -122,7 +133,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     randomly initialised encoders' kNN and linear accuracies and the pre-training's pretext accuracies.
     The pre-trained arm is compared with each other arm: the differences are taken per seed."""
     n = len(results)
-    budgets = list(results[0]["finetune"]) if results else []
+    budgets = [b for b in (results[0]["finetune"] if results else []) if all(b in r["finetune"] for r in results)]
     arms = list(results[0]["finetune"][budgets[0]]) if budgets else ["relvit", "scratch"]
     ours = results[0].get("pretrained_arm", arms[0]) if results else arms[0]
     others = [a for a in arms if a != ours]
@@ -146,7 +157,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         lrs = {a: [r["finetune"][budget][a]["lr"] for r in results] for a in arms}
         rows.append([f"fine-tuning lr chosen on val, labels {budget}", *(", ".join(f"{lr:g}" for lr in lrs[a]) for a in arms),
                      *("-" for _ in others)])
-    names = sorted({k for r in results for k in r["frozen"]["pretrained"] if "_acc" in k})
+    names = sorted({k for r in results for k in r["frozen"].get("pretrained", {}) if "_acc" in k})
     for name in names:
         frozen = {ours: [r["frozen"]["pretrained"][name] for r in results]}
         if others:
@@ -154,7 +165,9 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         add(f"frozen {name}", frozen)
     for name in sorted({k for r in results for k in r["pretrain"] if k.endswith("_acc")}):
         add(f"pre-training {name}", {ours: [r["pretrain"][name] for r in results]})
-    add("wall time per seed (s)", {ours: [r["wall_s"] for r in results]})
+    walls = [r["wall_s"] for r in results if "wall_s" in r]
+    if walls:
+        add("wall time per seed (s)", {ours: walls})
     return rows
 
 
@@ -169,7 +182,9 @@ def write_table(sweep_dir: Path) -> list[list[str]] | None:
     write_text(Path(sweep_dir) / f"{TABLE}.csv", buffer.getvalue())
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
     seeds = ", ".join(str(r["seed"]) for r in results)
-    write_text(Path(sweep_dir) / f"{TABLE}.md", f"# RelViT vs scratch ({sweep_dir}; seeds {seeds}; mean ± std)\n\n"
+    partial = [str(r["seed"]) for r in results if not r.get("complete", True)]
+    note = f"; PARTIAL: seeds {', '.join(partial)} unfinished, only the budgets every seed finished" if partial else ""
+    write_text(Path(sweep_dir) / f"{TABLE}.md", f"# RelViT vs scratch ({sweep_dir}; seeds {seeds}; mean ± std{note})\n\n"
                + "\n".join(md) + "\n")
     return rows
 
