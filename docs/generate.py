@@ -3,7 +3,7 @@
 Each section lives in one docs file between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``;
 only that block is replaced (a file without it gets the block appended). Text around it is kept.
 
-    python docs/generate.py                      # every section (the quick start takes minutes)
+    python docs/generate.py                      # every section (the quick start takes minutes, CIFAR-10 most of an hour)
     python docs/generate.py quickstart backbones # some of them
     python docs/generate.py --list
     python docs/generate.py --tiny --docs-dir /tmp/docs   # seconds: tiny budgets, for the test
@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "multirun"
 #: ``--override`` values: extra train.py overrides of the CIFAR-10 section (e.g. its launcher)
 OVERRIDES: list[str] = []
+#: ``--from-sweep``: the CIFAR-10 section reports this sweep dir instead of running one
+FROM_SWEEP: list[Path] = []
 TINY_RUN = ["backbone.depth=1", "backbone.embed_dim=36", "backbone.num_heads=3", "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
@@ -109,6 +111,8 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
     budget = [*TINY_RUN, "data.batch_size=8", "trainer.max_steps=2", "trainer.val_check_interval=1",
               'comparison.finetune=["task=downstream","data.batch_size=8","trainer.max_steps=2","trainer.val_check_interval=1"]',
               "comparison.linear.steps=5", "comparison.lrs=[1.0e-3]", "hydra.sweeper.params.seed=1"] if tiny else []
+    if FROM_SWEEP:  # report a sweep that ran (or is running) elsewhere: its wall time from its files
+        return cifar10_report(FROM_SWEEP[0], sweep_wall_time(FROM_SWEEP[0]))
     sweep = SWEEPS / f"cifar10-{datetime.now(timezone.utc):%Y-%m-%d_%H-%M-%S}"
     for override in OVERRIDES:  # an interrupted sweep resumed in its own dir (comparison.resume=true)
         if override.startswith("hydra.sweep.dir="):
@@ -120,6 +124,14 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
     return cifar10_report(sweep, wall)
 
 
+def sweep_wall_time(sweep: Path) -> float:
+    """Seconds from the first phase's start (its run.json) to the last file a job wrote."""
+    starts = [datetime.strptime(json.loads(p.read_text())["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+              for p in sweep.glob("*/pretrain/run.json")]
+    ends = [p.stat().st_mtime for p in sweep.glob("*/**/metrics.json")] + [p.stat().st_mtime for p in sweep.glob("*/comparison.json")]
+    return max(ends) - min(starts) if starts and ends else float("nan")
+
+
 def cifar10_report(sweep: Path, wall: float) -> str:
     """The markdown of a finished (or partly finished) ``relvit_vs_scratch_cifar10`` sweep."""
     import statistics
@@ -128,14 +140,19 @@ def cifar10_report(sweep: Path, wall: float) -> str:
         return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
     jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/comparison.json"))]
+    _python(["-m", "relvit.comparison", str(sweep)])  # the table from every job's comparison.json, finished or not
     table = [line for line in (sweep / "relvit_vs_scratch.md").read_text().splitlines() if line.startswith("|")]
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     lines = [f"Whole sweep: {wall / 60:.1f} min of wall time, {len(jobs)} seeds ({', '.join(str(j['seed']) for j in jobs)}), "
              f"OMP_NUM_THREADS={threads}; sweep dir `{sweep.relative_to(REPO) if sweep.is_relative_to(REPO) else sweep}`.",
+             *([f"**Partial:** seeds {', '.join(str(j['seed']) for j in jobs if not j.get('complete', True))} did not finish; "
+                "the tables hold the label budgets that every seed finished."] if not all(j.get("complete", True) for j in jobs) else []),
              "", "Mean ± standard deviation over the seeds; each difference is taken per seed, then summarised.", "",
              *table, "", "Every rate of the grid, per arm and label budget (the table keeps the one of highest val/acc):", "",
              "| labels | arm | lr | val/acc | test/acc |", "|---|---|--:|--:|--:|"]
     for budget, arms in jobs[0]["grid"].items():
+        if not all(budget in j["grid"] for j in jobs):
+            continue  # unfinished in some seed
         for arm, by_lr in arms.items():
             for lr in by_lr:
                 val = [j["grid"][budget][arm][lr].get("val/acc") for j in jobs]
@@ -173,10 +190,10 @@ def data_pipeline(tiny: bool) -> str:
 SECTIONS: dict[str, Section] = {
     "quickstart": Section("results.md", "python train.py experiment=quickstart", quickstart),
     "relvit_vs_scratch": Section("relvit_vs_scratch.md", "python train.py experiment=relvit_vs_scratch", relvit_vs_scratch),
-    "relvit_vs_scratch_cifar10": Section("relvit_vs_scratch_cifar10.md", "python train.py experiment=relvit_vs_scratch_cifar10",
-                                         relvit_vs_scratch_cifar10),
     "backbones": Section("backbones.md", "python benchmarks/param_counts.py", backbones),
     "data_pipeline": Section("data_pipeline.md", "python benchmarks/data_pipeline.py --threads 1", data_pipeline),
+    "relvit_vs_scratch_cifar10": Section("relvit_vs_scratch_cifar10.md", "python train.py experiment=relvit_vs_scratch_cifar10",
+                                         relvit_vs_scratch_cifar10),
 }
 
 
@@ -222,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs-dir", type=Path, default=REPO / "docs")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="a train.py override of the relvit_vs_scratch_cifar10 section, e.g. hydra/launcher=joblib")
+    parser.add_argument("--from-sweep", type=Path, default=None, metavar="DIR",
+                        help="the relvit_vs_scratch_cifar10 section reports this (finished or partial) sweep dir")
     args = parser.parse_args(argv)
     OVERRIDES[:] = args.override
+    FROM_SWEEP[:] = [args.from_sweep.resolve()] if args.from_sweep else []
     if args.list:
         for name, section in SECTIONS.items():
             print(f"{name:15s} docs/{section.doc:18s} {section.command}")
@@ -238,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         body = section.measure(args.tiny)
         given = "".join(f" --override {o}" for o in args.override) if name == "relvit_vs_scratch_cifar10" else ""
+        if args.from_sweep and name == "relvit_vs_scratch_cifar10":
+            given += f" --from-sweep {args.from_sweep}"
         stamp = (f"_Written by `python docs/generate.py {name}{given}` ({section.command}"
                  f"{', tiny budget' if args.tiny else ''}) on {where}; commit {sha}; "
                  f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {time.perf_counter() - started:.0f} s._")

@@ -64,6 +64,7 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
     best = pretrain["best_checkpoint"]
     result: dict[str, Any] = {"seed": int(cfg.seed), "pretrain": pretrain.get("val", {}), "frozen": {}, "finetune": {},
                               "grid": {}, "pretrained_arm": next(a for a, arm in spec.arms.items() if arm.pretrained),
+                              "random_arm": next(a for a, arm in spec.arms.items() if not arm.pretrained),
                               "complete": False}
     earlier = out_dir / JOB_RESULT
     if spec.get("resume") and earlier.is_file():
@@ -106,9 +107,9 @@ def check_arms(spec: DictConfig) -> None:
     if not arms or any(set(a) != {"pretrained", "overrides"} for a in arms.values()):
         raise ConfigError(f"comparison.arms={OmegaConf.to_container(arms) if arms else arms!r} is invalid: map each "
                           "arm name to {pretrained: true|false, overrides: [...]}")
-    if sum(bool(a.pretrained) for a in arms.values()) != 1 or all(a.pretrained for a in arms.values()):
-        raise ConfigError("comparison.arms is invalid: exactly one arm starts from the pre-trained encoder "
-                          "(pretrained: true), and at least one does not")
+    if not any(a.pretrained for a in arms.values()) or all(a.pretrained for a in arms.values()):
+        raise ConfigError("comparison.arms is invalid: at least one arm starts from the pre-trained encoder "
+                          "(pretrained: true), and at least one does not (the first of each is compared)")
     lrs = spec.get("lrs")
     if not lrs or any(isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0 for lr in lrs):
         raise ConfigError(f"comparison.lrs={lrs!r} is invalid: a list of one or more positive learning rates")
@@ -131,13 +132,14 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """Header and rows of the table: per label budget, every arm's test accuracy (at the learning rate
     chosen on validation), its validation accuracy and the chosen rates; then the frozen pre-trained and
     randomly initialised encoders' kNN and linear accuracies and the pre-training's pretext accuracies.
-    The pre-trained arm is compared with each other arm: the differences are taken per seed."""
+    The first pre-trained arm is compared with each other arm: the differences are taken per seed."""
     n = len(results)
     budgets = [b for b in (results[0]["finetune"] if results else []) if all(b in r["finetune"] for r in results)]
     arms = list(results[0]["finetune"][budgets[0]]) if budgets else ["relvit", "scratch"]
     ours = results[0].get("pretrained_arm", arms[0]) if results else arms[0]
     others = [a for a in arms if a != ours]
-    titles = {ours: f"{ours} (pre-trained encoder)", others[0]: f"{others[0]} (its random init)"} if others else {}
+    theirs = results[0].get("random_arm", others[0] if others else None) if results else None
+    titles = {ours: f"{ours} (pre-trained encoder)", theirs: f"{theirs} (its random init)"} if theirs else {}
     rows = [["measure", *(f"{titles.get(a, a)}, n={n}" for a in arms), *(f"{ours} − {a}" for a in others)]]
 
     def add(name: str, cells: dict[str, list[float]], fmt: Callable[[list[float]], str] = _cell) -> None:
@@ -160,8 +162,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     names = sorted({k for r in results for k in r["frozen"].get("pretrained", {}) if "_acc" in k})
     for name in names:
         frozen = {ours: [r["frozen"]["pretrained"][name] for r in results]}
-        if others:
-            frozen[others[0]] = [r["frozen"]["random"][name] for r in results]
+        if theirs:
+            frozen[theirs] = [r["frozen"]["random"][name] for r in results]
         add(f"frozen {name}", frozen)
     for name in sorted({k for r in results for k in r["pretrain"] if k.endswith("_acc")}):
         add(f"pre-training {name}", {ours: [r["pretrain"][name] for r in results]})
