@@ -32,6 +32,8 @@ SWEEPS = REPO / "multirun"
 OVERRIDES: list[str] = []
 #: ``--from-sweep``: the CIFAR-10 section reports this sweep dir instead of running one
 FROM_SWEEP: list[Path] = []
+#: ``--control``: sweeps resumed from a copy of the reported one with one thing changed (with --from-sweep)
+CONTROLS: list[Path] = []
 TINY_RUN = ["backbone.depth=1", "backbone.embed_dim=36", "backbone.num_heads=3", "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
@@ -112,7 +114,9 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
               'comparison.finetune=["task=downstream","data.batch_size=8","trainer.max_steps=2","trainer.val_check_interval=1"]',
               "comparison.linear.steps=5", "comparison.lrs=[1.0e-3]", "hydra.sweeper.params.seed=1"] if tiny else []
     if FROM_SWEEP:  # report a sweep that ran (or is running) elsewhere: its wall time from its files
-        return cifar10_report(FROM_SWEEP[0], sweep_wall_time(FROM_SWEEP[0]))
+        report = cifar10_report(FROM_SWEEP[0], sweep_wall_time(FROM_SWEEP[0]))
+        controls = [f"### Control: {c.name}\n\n{control_report(FROM_SWEEP[0], c)}" for c in CONTROLS]
+        return "\n\n".join([report, *controls])
     sweep = SWEEPS / f"cifar10-{datetime.now(timezone.utc):%Y-%m-%d_%H-%M-%S}"
     for override in OVERRIDES:  # an interrupted sweep resumed in its own dir (comparison.resume=true)
         if override.startswith("hydra.sweep.dir="):
@@ -122,6 +126,41 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
              f"hydra.sweep.dir={sweep}", *OVERRIDES])
     wall = time.perf_counter() - start
     return cifar10_report(sweep, wall)
+
+
+def control_report(main: Path, control: Path) -> str:
+    """A controlled run (a sweep resumed from a copy of ``main`` with one thing changed): its own table,
+    then its first pre-trained arm, frozen probes and pretext against the main sweep's, per seed."""
+    import statistics
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.fmean(values):+.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+    def jobs(sweep: Path) -> dict[int, dict]:
+        return {j["seed"]: j for j in (json.loads(p.read_text()) for p in sorted(sweep.glob("*/comparison.json")))}
+
+    _python(["-m", "relvit.comparison", str(control)])
+    ours, base = jobs(control), jobs(main)
+    seeds = sorted(set(ours) & set(base))
+    arm = ours[seeds[0]]["pretrained_arm"] if seeds else "-"
+    base_arm = base[seeds[0]]["pretrained_arm"] if seeds else "-"
+    lines = [f"Sweep `{control.name}` (seeds {', '.join(map(str, seeds))}), against `{main.name}`, per seed "
+             f"(control minus main):", "", f"| measure | {arm} (control) − {base_arm} (main) |", "|---|--:|"]
+    for budget in base[seeds[0]]["finetune"] if seeds else []:
+        if all(budget in ours[s]["finetune"] and arm in ours[s]["finetune"][budget] for s in seeds):
+            diffs = [ours[s]["finetune"][budget][arm]["test/acc"] - base[s]["finetune"][budget][base_arm]["test/acc"] for s in seeds]
+            lines.append(f"| fine-tuning test/acc, labels {budget} | {cell(diffs)} |")
+    for name in sorted(k for k in (base[seeds[0]]["frozen"].get("pretrained", {}) if seeds else {}) if k.startswith("test/")):
+        diffs = [ours[s]["frozen"]["pretrained"][name] - base[s]["frozen"]["pretrained"][name] for s in seeds
+                 if name in ours[s]["frozen"].get("pretrained", {})]
+        if diffs and any(abs(d) > 0 for d in diffs):
+            lines.append(f"| frozen pre-trained {name} | {cell(diffs)} |")
+    for name in ("val/rel_acc", "val/pos_acc"):
+        diffs = [ours[s]["pretrain"][name] - base[s]["pretrain"][name] for s in seeds if name in ours[s]["pretrain"]]
+        if diffs and any(abs(d) > 0 for d in diffs):
+            lines.append(f"| pre-training {name} | {cell(diffs)} |")
+    table = [line for line in (control / "relvit_vs_scratch.md").read_text().splitlines() if line.startswith("|")]
+    return "\n".join([*lines, "", "The control sweep's own table:", "", *table])
 
 
 def sweep_wall_time(sweep: Path) -> float:
@@ -241,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a train.py override of the relvit_vs_scratch_cifar10 section, e.g. hydra/launcher=joblib")
     parser.add_argument("--from-sweep", type=Path, default=None, metavar="DIR",
                         help="the relvit_vs_scratch_cifar10 section reports this (finished or partial) sweep dir")
+    parser.add_argument("--control", type=Path, action="append", default=[], metavar="DIR",
+                        help="with --from-sweep: a controlled sweep to set against it, one thing changed")
     args = parser.parse_args(argv)
     OVERRIDES[:] = args.override
+    CONTROLS[:] = [c.resolve() for c in args.control]
     FROM_SWEEP[:] = [args.from_sweep.resolve()] if args.from_sweep else []
     if args.list:
         for name, section in SECTIONS.items():
@@ -259,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         body = section.measure(args.tiny)
         given = "".join(f" --override {o}" for o in args.override) if name == "relvit_vs_scratch_cifar10" else ""
         if args.from_sweep and name == "relvit_vs_scratch_cifar10":
-            given += f" --from-sweep {args.from_sweep}"
+            given += f" --from-sweep {args.from_sweep}" + "".join(f" --control {c}" for c in args.control)
         stamp = (f"_Written by `python docs/generate.py {name}{given}` ({section.command}"
                  f"{', tiny budget' if args.tiny else ''}) on {where}; commit {sha}; "
                  f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {time.perf_counter() - started:.0f} s._")
