@@ -22,9 +22,10 @@ def test_relvit_vs_scratch_runs_end_to_end_and_fills_its_table(cli, tmp_path):
         assert f"fine-tuning test/acc, labels {budget}" in names
     assert {"frozen test/knn_acc_mean", "frozen test/linear_acc_cls", "pre-training val/rel_acc"} <= set(names)
     assert all(cell.strip() for row in rows for cell in row)  # every cell filled ("-" where a column has no meaning)
-    assert all(" ± " in row[1] for row in rows[1:])
+    assert all(" ± " in row[1] for row in rows[1:] if "lr chosen" not in row[0])
+    assert [r[1] for r in rows if r[0] == "fine-tuning lr chosen on val, labels 1pct"] == ["0.001"]
     assert (sweep / "relvit_vs_scratch.md").read_text().count("\n|") == len(rows) + 1  # and the separator line
-    assert (sweep / "0" / "1pct" / "relvit" / "lr0.001" / "checkpoints" / "best.ckpt").is_file()
+    assert (sweep / "0" / "100pct" / "relvit" / "lr0.001" / "checkpoints" / "best.ckpt").is_file()
     assert (sweep / "0" / "1pct" / "scratch" / "lr0.001" / "metrics.json").is_file()
 
 
