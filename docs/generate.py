@@ -3,7 +3,7 @@
 Each section lives in one docs file between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``;
 only that block is replaced (a file without it gets the block appended). Text around it is kept.
 
-    python docs/generate.py                      # every section (the quick start takes minutes)
+    python docs/generate.py                      # every section (the quick start takes minutes, CIFAR-10 most of an hour)
     python docs/generate.py quickstart backbones # some of them
     python docs/generate.py --list
     python docs/generate.py --tiny --docs-dir /tmp/docs   # seconds: tiny budgets, for the test
@@ -13,6 +13,7 @@ only that block is replaced (a file without it gets the block appended). Text ar
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
@@ -28,6 +29,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: Where the CIFAR-10 section keeps its sweep (ignored by git): an hour of results outlives the generator.
+SWEEPS = REPO / "multirun"
+#: ``--override`` values: extra train.py overrides of the CIFAR-10 section (e.g. its launcher)
+OVERRIDES: list[str] = []
+#: ``--from-sweep``: the CIFAR-10 section reports this sweep dir instead of running one
+FROM_SWEEP: list[Path] = []
+#: ``--control``: sweeps resumed from a copy of the reported one with one thing changed (with --from-sweep)
+CONTROLS: list[Path] = []
 TINY_RUN = ["backbone.depth=1", "backbone.embed_dim=36", "backbone.num_heads=3", "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
@@ -100,6 +109,114 @@ def relvit_vs_scratch(tiny: bool) -> str:
     return "\n".join([f"Whole sweep: {wall / 60:.1f} min of wall time.", "", *rows])
 
 
+def relvit_vs_scratch_cifar10(tiny: bool) -> str:
+    """The three-seed CIFAR-10 table, each arm's validation and test accuracy at every rate of the grid, and
+    the pretext accuracy curve of pre-training. CIFAR-10 is read from ``$RELVIT_DATA_DIR/cifar10``; the
+    sweep is kept in ``multirun/cifar10-<time>`` (a full run takes most of an hour)."""
+    budget = [*TINY_RUN, "data.batch_size=8", "trainer.max_steps=2", "trainer.val_check_interval=1",
+              'comparison.finetune=["task=downstream","data.batch_size=8","trainer.max_steps=2","trainer.val_check_interval=1"]',
+              "comparison.linear.steps=5", "comparison.lrs=[1.0e-3]", "hydra.sweeper.params.seed=1"] if tiny else []
+    if FROM_SWEEP:  # report a sweep that ran (or is running) elsewhere: its wall time from its files
+        report = cifar10_report(FROM_SWEEP[0], sweep_wall_time(FROM_SWEEP[0]))
+        controls = [f"### Control: {c.name}\n\n{control_report(FROM_SWEEP[0], c)}" for c in CONTROLS]
+        return "\n\n".join([report, *controls])
+    sweep = SWEEPS / f"cifar10-{datetime.now(timezone.utc):%Y-%m-%d_%H-%M-%S}"
+    for override in OVERRIDES:  # an interrupted sweep resumed in its own dir (comparison.resume=true)
+        if override.startswith("hydra.sweep.dir="):
+            sweep = Path(override.split("=", 1)[1]).resolve()
+    start = time.perf_counter()
+    _python([str(REPO / "train.py"), "experiment=relvit_vs_scratch_cifar10", *budget, "trainer.enable_progress_bar=false",
+             f"hydra.sweep.dir={sweep}", *OVERRIDES])
+    wall = time.perf_counter() - start
+    return cifar10_report(sweep, wall)
+
+
+def control_report(main: Path, control: Path) -> str:
+    """A controlled run (a sweep resumed from a copy of ``main`` with one thing changed): its own table,
+    then its first pre-trained arm, frozen probes and pretext against the main sweep's, per seed."""
+    import statistics
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.fmean(values):+.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+    def jobs(sweep: Path) -> dict[int, dict]:
+        return {j["seed"]: j for j in (json.loads(p.read_text()) for p in sorted(sweep.glob("*/comparison.json")))}
+
+    _python(["-m", "relvit.comparison", str(control)])
+    ours, base = jobs(control), jobs(main)
+    seeds = sorted(set(ours) & set(base))
+    arm = ours[seeds[0]]["pretrained_arm"] if seeds else "-"
+    base_arm = base[seeds[0]]["pretrained_arm"] if seeds else "-"
+    lines = [f"Sweep `{control.name}` (seeds {', '.join(map(str, seeds))}), against `{main.name}`, per seed "
+             f"(control minus main):", "", f"| measure | {arm} (control) − {base_arm} (main) |", "|---|--:|"]
+    for budget in base[seeds[0]]["finetune"] if seeds else []:
+        if all(budget in ours[s]["finetune"] and arm in ours[s]["finetune"][budget] for s in seeds):
+            diffs = [ours[s]["finetune"][budget][arm]["test/acc"] - base[s]["finetune"][budget][base_arm]["test/acc"] for s in seeds]
+            lines.append(f"| fine-tuning test/acc, labels {budget} | {cell(diffs)} |")
+    for name in sorted(k for k in (base[seeds[0]]["frozen"].get("pretrained", {}) if seeds else {}) if k.startswith("test/")):
+        diffs = [ours[s]["frozen"]["pretrained"][name] - base[s]["frozen"]["pretrained"][name] for s in seeds
+                 if name in ours[s]["frozen"].get("pretrained", {})]
+        if diffs and any(abs(d) > 0 for d in diffs):
+            lines.append(f"| frozen pre-trained {name} | {cell(diffs)} |")
+    for name in ("val/rel_acc", "val/pos_acc"):
+        diffs = [ours[s]["pretrain"][name] - base[s]["pretrain"][name] for s in seeds if name in ours[s]["pretrain"]]
+        if diffs and any(abs(d) > 0 for d in diffs):
+            lines.append(f"| pre-training {name} | {cell(diffs)} |")
+    table = [line for line in (control / "relvit_vs_scratch.md").read_text().splitlines() if line.startswith("|")]
+    return "\n".join([*lines, "", "The control sweep's own table:", "", *table])
+
+
+def sweep_wall_time(sweep: Path) -> float:
+    """Seconds from the first phase's start (its run.json) to the last file a job wrote."""
+    starts = [datetime.strptime(json.loads(p.read_text())["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+              for p in sweep.glob("*/pretrain/run.json")]
+    ends = [p.stat().st_mtime for p in sweep.glob("*/**/metrics.json")] + [p.stat().st_mtime for p in sweep.glob("*/comparison.json")]
+    return max(ends) - min(starts) if starts and ends else float("nan")
+
+
+def cifar10_report(sweep: Path, wall: float) -> str:
+    """The markdown of a finished (or partly finished) ``relvit_vs_scratch_cifar10`` sweep."""
+    import statistics
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/comparison.json"))]
+    _python(["-m", "relvit.comparison", str(sweep)])  # the table from every job's comparison.json, finished or not
+    table = [line for line in (sweep / "relvit_vs_scratch.md").read_text().splitlines() if line.startswith("|")]
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    lines = [f"Whole sweep: {wall / 60:.1f} min of wall time, {len(jobs)} seeds ({', '.join(str(j['seed']) for j in jobs)}), "
+             f"OMP_NUM_THREADS={threads}; sweep dir `{sweep.relative_to(REPO) if sweep.is_relative_to(REPO) else sweep}`.",
+             *([f"**Partial:** seeds {', '.join(str(j['seed']) for j in jobs if not j.get('complete', True))} did not finish; "
+                "the tables hold the label budgets that every seed finished."] if not all(j.get("complete", True) for j in jobs) else []),
+             "", "Mean ± standard deviation over the seeds; each difference is taken per seed, then summarised.", "",
+             *table, "", "Every rate of the grid, per arm and label budget (the table keeps the one of highest val/acc):", "",
+             "| labels | arm | lr | val/acc | test/acc |", "|---|---|--:|--:|--:|"]
+    for budget, arms in jobs[0]["grid"].items():
+        if not all(budget in j["grid"] for j in jobs):
+            continue  # unfinished in some seed
+        for arm, by_lr in arms.items():
+            for lr in by_lr:
+                val = [j["grid"][budget][arm][lr].get("val/acc") for j in jobs]
+                test = [j["grid"][budget][arm][lr].get("test/acc") for j in jobs]
+                lines.append(f"| {budget} | {arm} | {lr} | {cell([v for v in val if v is not None])} | "
+                             f"{cell([t for t in test if t is not None]) if None not in test else '-'} |")
+    curves: dict[int, dict[str, list[float]]] = {}
+    for path in sorted(sweep.glob("*/pretrain/csv/metrics.csv")):
+        with open(path) as f:
+            rows = [row for row in csv.DictReader(f) if row.get("val/rel_acc")]
+        if len(rows) > 1 and int(rows[-1]["step"]) == int(rows[-2]["step"]) + 1:
+            rows = rows[:-1]  # the evaluation of the best checkpoint after training, one step on: not a point
+        for row in rows:
+            point = curves.setdefault(int(row["step"]), {"rel": [], "pos": []})
+            point["rel"].append(float(row["val/rel_acc"]))
+            point["pos"].append(float(row["val/pos_acc"]))
+    lines += ["", "Pre-training's pretext accuracy on the validation split, by step:", "",
+              "| step | relation acc | position acc |", "|--:|--:|--:|"]
+    lines += [f"| {step + 1} | {cell(p['rel'])} | {cell(p['pos'])} |" for step, p in sorted(curves.items())]
+    return "\n".join(lines)
+
+
 def backbones(tiny: bool) -> str:
     return _python([str(REPO / "benchmarks" / "param_counts.py")]).strip()
 
@@ -157,6 +274,8 @@ SECTIONS: dict[str, Section] = {
     "data_pipeline": Section("data_pipeline.md", "python benchmarks/data_pipeline.py --threads 1", data_pipeline),
     "gpu_performance": Section("performance.md", "python benchmarks/gpu_acceptance.py", gpu_performance),
     "gpu_comparison": Section("results.md", "python benchmarks/gpu_acceptance.py", gpu_comparison),
+    "relvit_vs_scratch_cifar10": Section("relvit_vs_scratch_cifar10.md", "python train.py experiment=relvit_vs_scratch_cifar10",
+                                         relvit_vs_scratch_cifar10),
 }
 
 
@@ -200,7 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the sections and their files")
     parser.add_argument("--tiny", action="store_true", help="tiny budgets (for testing the generator)")
     parser.add_argument("--docs-dir", type=Path, default=REPO / "docs")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train.py override of the relvit_vs_scratch_cifar10 section, e.g. hydra/launcher=joblib")
+    parser.add_argument("--from-sweep", type=Path, default=None, metavar="DIR",
+                        help="the relvit_vs_scratch_cifar10 section reports this (finished or partial) sweep dir")
+    parser.add_argument("--control", type=Path, action="append", default=[], metavar="DIR",
+                        help="with --from-sweep: a controlled sweep to set against it, one thing changed")
     args = parser.parse_args(argv)
+    OVERRIDES[:] = args.override
+    CONTROLS[:] = [c.resolve() for c in args.control]
+    FROM_SWEEP[:] = [args.from_sweep.resolve()] if args.from_sweep else []
     if args.list:
         for name, section in SECTIONS.items():
             print(f"{name:15s} docs/{section.doc:18s} {section.command}")
@@ -214,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         section = SECTIONS[name]
         started = time.perf_counter()
         body = section.measure(args.tiny)
-        stamp = (f"_Written by `python docs/generate.py {name}` ({section.command}"
+        given = "".join(f" --override {o}" for o in args.override) if name == "relvit_vs_scratch_cifar10" else ""
+        if args.from_sweep and name == "relvit_vs_scratch_cifar10":
+            given += f" --from-sweep {args.from_sweep}" + "".join(f" --control {c}" for c in args.control)
+        stamp = (f"_Written by `python docs/generate.py {name}{given}` ({section.command}"
                  f"{', tiny budget' if args.tiny else ''}) on {where}; commit {sha}; "
                  f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {time.perf_counter() - started:.0f} s._")
         path = args.docs_dir / section.doc

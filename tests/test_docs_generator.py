@@ -84,10 +84,29 @@ def test_the_gpu_sections_name_the_card_and_say_when_there_was_none(tmp_path, mo
     assert "**No GPU figures yet**" in (tmp_path / "performance.md").read_text()
 
 
-@pytest.mark.parametrize("doc", ["backbones.md", "results.md", "data_pipeline.md", "relvit_vs_scratch.md", "performance.md"])
+@pytest.mark.parametrize("doc", ["backbones.md", "results.md", "data_pipeline.md", "relvit_vs_scratch.md",
+                                 "performance.md", "relvit_vs_scratch_cifar10.md"])
 def test_the_shipped_docs_hold_their_generated_blocks(doc):
     names = [name for name, section in generate.SECTIONS.items() if section.doc == doc]
     text = (REPO / "docs" / doc).read_text()
     for name in names:
-        assert re.search(rf"<!-- generated: {name} -->\n_Written by `python docs/generate.py {name}`.*commit [0-9a-f]{{7}}",
+        assert re.search(rf"<!-- generated: {name} -->\n_Written by `python docs/generate.py {name}[^`]*`.*commit [0-9a-f]{{7}}",
                          text), f"docs/{doc} lacks a generated {name} block"
+
+
+
+@pytest.mark.slow  # ten tiny runs and four frozen evaluations: about a minute on 2 CPU cores
+def test_the_cifar10_section_runs_the_comparison_and_reports_grid_and_pretext_curve(tmp_path, monkeypatch):
+    for label in range(10):  # CIFAR-10's JPEG layout (training images only), where RELVIT_DATA_DIR points
+        for index in range(20):
+            write_image(tmp_path / "data" / "cifar10" / "train" / f"c{label}" / f"{index:04d}.jpg", 32,
+                        colour=(25 * label, 10 * index, 90))
+    monkeypatch.setenv("RELVIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(generate, "SWEEPS", tmp_path / "multirun")
+    assert generate.main(["relvit_vs_scratch_cifar10", "--tiny", "--docs-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "relvit_vs_scratch_cifar10.md").read_text()
+    assert "<!-- generated: relvit_vs_scratch_cifar10 -->" in text and "Whole sweep: " in text
+    assert "| fine-tuning test/acc, labels 1pct | " in text and "| relvit − scratch | relvit − joint |" in text
+    assert re.search(r"^\| 1pct \| joint \| 0\.001 \| \d\.\d{4} ± \d\.\d{4} \| \d\.\d{4} ± ", text, re.M)
+    assert re.search(r"^\| 2 \| \d\.\d{4} ± \d\.\d{4} \| \d\.\d{4} ± \d\.\d{4} \|$", text, re.M)  # the curve
+    assert list((tmp_path / "multirun").glob("cifar10-*/0/comparison.json"))  # the sweep is kept

@@ -3,6 +3,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from relvit.errors import ConfigError
 from relvit.ssl import relation_targets
 from relvit.training import build
 
@@ -149,3 +150,33 @@ def test_weight_decay_exemptions_follow_the_recipe(tiny_cfg, recipe, exempt):
     cls = run.module.backbone.vit.cls_token
     assert any(p is cls for p in no_decay) == exempt
     assert (len(no_decay) > 0) == exempt
+
+
+def test_layer_decay_scales_each_blocks_rate_and_leaves_the_heads_at_the_full_rate(tiny_cfg):
+    def rates(*overrides):
+        run = build(tiny_cfg("task=downstream", "backbone.depth=2", "optimizer.lr=1.0e-3", *overrides))
+        run.module.trainer = type("T", (), {"estimated_stepping_batches": 10})()
+        out = run.module.configure_optimizers()
+        out["lr_scheduler"]["scheduler"].step()  # a step into the warm-up: every rate moves by one factor
+        by_param = {id(p): g["initial_lr"] for g in out["optimizer"].param_groups for p in g["params"]}
+        return {name: by_param[id(p)] for name, p in run.module.named_parameters()}, out["optimizer"]
+
+    decayed, optimizer = rates("task.layer_decay=0.5")
+    assert decayed["classifier.fc.weight"] == pytest.approx(1.0e-3)
+    assert decayed["backbone.vit.norm.weight"] == pytest.approx(1.0e-3)
+    assert decayed["backbone.vit.blocks.1.mlp.fc1.weight"] == pytest.approx(0.5e-3)
+    assert decayed["backbone.vit.blocks.0.attn.qkv.weight"] == pytest.approx(0.25e-3)
+    assert decayed["backbone.vit.pos_embed"] == decayed["backbone.vit.patch_embed.proj.weight"] == pytest.approx(0.125e-3)
+    assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(1.0e-3)  # the schedule's base rate comes first
+    plain, optimizer = rates()
+    assert all(rate == pytest.approx(1.0e-3) for rate in plain.values()) and len(optimizer.param_groups) == 2
+    assert all(g["weight_decay"] == 0 for g in optimizer.param_groups[1:])
+
+
+def test_layer_decay_is_off_under_both_recipes_and_checked(tiny_cfg):
+    assert tiny_cfg("task=downstream").task.layer_decay is None
+    assert tiny_cfg("task=downstream", "recipe=original").task.layer_decay is None
+    from relvit.config_checks import check_config
+
+    with pytest.raises(ConfigError, match=r"task.layer_decay=1.5 is invalid: "):
+        check_config(tiny_cfg("task=downstream", "task.layer_decay=1.5"))

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from relvit.checkpoints import read_checkpoint, state_dict_of
 from relvit.config_checks import check_config
 from relvit.distributed import is_rank_zero
+from relvit.errors import ConfigError
 from relvit.run_files import write_json, write_text
 
 #: What each job leaves in its dir, and the table's files in the sweep dir.
@@ -51,24 +52,38 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
     spec = cfg.comparison
     out_dir = Path(cfg.paths.output_dir)
     user = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(JOB_ONLY)]
+    check_arms(spec)
 
     def phase(name: str, overrides: list[str], extra: tuple[str, ...] = ()) -> DictConfig:
         # the command line's overrides last, so that a shorter budget given there applies to every phase
         return phase_config([*overrides, *extra, *user, f"paths.output_dir={out_dir / name}"])
 
     def run(name: str, overrides: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        done = out_dir / name / "metrics.json"
+        if spec.get("resume") and done.is_file():  # a finished phase of an interrupted job is read, not rerun
+            return json.loads(done.read_text())
         return train(phase(name, overrides, extra))
 
-    # every phase is checked before the first trains (the fine-tuning from the pre-trained encoder
-    # differs from the one from scratch only in its pretrained file, which does not exist yet)
+    # every phase is checked before the first trains (an arm from the pre-trained encoder differs from
+    # its twin only in its pretrained file, which does not exist yet, so the arms from scratch stand in)
     check_config(phase("pretrain", list(spec.pretrain)))
     for budget, budget_overrides in spec.budgets.items():
-        check_config(phase(f"{budget}/scratch", list(spec.finetune), tuple(budget_overrides)))
+        for arm, arm_spec in spec.arms.items():
+            if not arm_spec.pretrained:
+                check_config(phase(f"{budget}/{arm}", [*spec.finetune, *arm_spec.overrides], tuple(budget_overrides)))
     pretrain = run("pretrain", list(spec.pretrain))
     best = pretrain["best_checkpoint"]
-    result: dict[str, Any] = {"seed": int(cfg.seed), "pretrain": pretrain.get("val", {}), "frozen": {}, "finetune": {}}
+    result: dict[str, Any] = {"seed": int(cfg.seed), "pretrain": pretrain.get("val", {}), "frozen": {}, "finetune": {},
+                              "grid": {}, "pretrained_arm": next(a for a, arm in spec.arms.items() if arm.pretrained),
+                              "random_arm": next(a for a, arm in spec.arms.items() if not arm.pretrained),
+                              "complete": False}
+    earlier = out_dir / JOB_RESULT
+    if spec.get("resume") and earlier.is_file():
+        result["frozen"] = json.loads(earlier.read_text()).get("frozen", {})
     frozen_cfg = phase_config([*spec.pretrain, *user, f"paths.output_dir={out_dir / 'pretrain'}"])
     for encoder in ("pretrained", "random"):
+        if encoder in result["frozen"]:
+            continue
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         built = build(frozen_cfg)  # the random encoder: the initialisation pre-training started from
         if encoder == "pretrained":
@@ -78,14 +93,42 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
                               built.module.task.add_pos_embed, knn=OmegaConf.to_container(spec.knn),  # type: ignore[arg-type]
                               linear=OmegaConf.to_container(spec.linear), device=device)  # type: ignore[arg-type]
         result["frozen"][encoder] = {k: v for split in metrics.values() for k, v in split.items()}
+    write_json(out_dir / JOB_RESULT, result)  # what is done so far: an interrupted job still leaves it
     for budget, budget_overrides in spec.budgets.items():
-        scratch = run(f"{budget}/scratch", list(spec.finetune), tuple(budget_overrides))
-        relvit = run(f"{budget}/relvit", list(spec.finetune), (*budget_overrides, f"pretrained={best}"))
-        result["finetune"][budget] = {"relvit": relvit.get("test", relvit.get("val", {})),
-                                      "scratch": scratch.get("test", scratch.get("val", {}))}
-    result["wall_s"] = round(time.time() - started, 1)
+        result["finetune"][budget], result["grid"][budget] = {}, {}
+        for arm, arm_spec in spec.arms.items():
+            start = (f"pretrained={best}",) if arm_spec.pretrained else ()
+            tried = {lr: run(f"{budget}/{arm}/lr{lr:g}", [*spec.finetune, *arm_spec.overrides],
+                             (*budget_overrides, f"optimizer.lr={lr}", *start)) for lr in spec.lrs}
+            result["grid"][budget][arm] = {f"{lr:g}": {**summary.get("val", {}), **summary.get("test", {})}
+                                           for lr, summary in tried.items()}
+            chosen = select_on_val(tried)
+            summary = tried[chosen]
+            result["finetune"][budget][arm] = {**summary.get("test", summary.get("val", {})), "lr": chosen,
+                                               "val/acc": summary.get("val", {}).get("val/acc")}
+        write_json(out_dir / JOB_RESULT, result)
+    result["wall_s"], result["complete"] = round(time.time() - started, 1), True
     write_json(out_dir / JOB_RESULT, result)
     return {"task": "comparison", "output_dir": str(out_dir), "monitor": None, "comparison": result}
+
+
+def check_arms(spec: DictConfig) -> None:
+    """``comparison.arms`` and ``comparison.lrs`` must name something to run, before any work starts."""
+    arms = spec.get("arms")
+    if not arms or any(set(a) != {"pretrained", "overrides"} for a in arms.values()):
+        raise ConfigError(f"comparison.arms={OmegaConf.to_container(arms) if arms else arms!r} is invalid: map each "
+                          "arm name to {pretrained: true|false, overrides: [...]}")
+    if not any(a.pretrained for a in arms.values()) or all(a.pretrained for a in arms.values()):
+        raise ConfigError("comparison.arms is invalid: at least one arm starts from the pre-trained encoder "
+                          "(pretrained: true), and at least one does not (the first of each is compared)")
+    lrs = spec.get("lrs")
+    if not lrs or any(isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0 for lr in lrs):
+        raise ConfigError(f"comparison.lrs={lrs!r} is invalid: a list of one or more positive learning rates")
+
+
+def select_on_val(tried: dict[float, dict[str, Any]]) -> float:
+    """The learning rate whose run reached the highest validation accuracy (the first of a tie)."""
+    return max(tried, key=lambda lr: tried[lr].get("val", {}).get("val/acc", float("-inf")))
 
 
 def _cell(values: list[float]) -> str:
@@ -97,26 +140,47 @@ def _cell(values: list[float]) -> str:
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    """Header and rows of the table: fine-tuning test accuracy per label budget and arm, then the
-    frozen encoders' kNN and linear accuracies and the pre-training's pretext accuracies."""
+    """Header and rows of the table: per label budget, every arm's test accuracy (at the learning rate
+    chosen on validation), its validation accuracy and the chosen rates; then the frozen pre-trained and
+    randomly initialised encoders' kNN and linear accuracies and the pre-training's pretext accuracies.
+    The first pre-trained arm is compared with each other arm: the differences are taken per seed."""
     n = len(results)
-    rows = [["measure", f"RelViT (pre-trained, n={n})", f"scratch / random init (n={n})", "difference"]]
+    budgets = [b for b in (results[0]["finetune"] if results else []) if all(b in r["finetune"] for r in results)]
+    arms = list(results[0]["finetune"][budgets[0]]) if budgets else ["relvit", "scratch"]
+    ours = results[0].get("pretrained_arm", arms[0]) if results else arms[0]
+    others = [a for a in arms if a != ours]
+    theirs = results[0].get("random_arm", others[0] if others else None) if results else None
+    titles = {ours: f"{ours} (pre-trained encoder)", theirs: f"{theirs} (its random init)"} if theirs else {}
+    rows = [["measure", *(f"{titles.get(a, a)}, n={n}" for a in arms), *(f"{ours} − {a}" for a in others)]]
 
-    def add(name: str, a: list[float], b: list[float] | None) -> None:
-        diff = [x - y for x, y in zip(a, b)] if b else []
-        rows.append([name, _cell(a), _cell(b or []), _cell(diff) if b else "-"])
+    def add(name: str, cells: dict[str, list[float]], fmt: Callable[[list[float]], str] = _cell) -> None:
+        diffs = [_cell([x - y for x, y in zip(cells[ours], cells[a])]) if cells.get(ours) and cells.get(a) else "-"
+                 for a in others]
+        rows.append([name, *(fmt(cells[a]) if a in cells else "-" for a in arms), *diffs])
 
-    budgets = list(results[0]["finetune"]) if results else []
     for budget in budgets:
-        key = next((k for k in results[0]["finetune"][budget]["relvit"] if k.endswith("/acc")), "test/acc")
-        add(f"fine-tuning {key}, labels {budget}", [r["finetune"][budget]["relvit"][key] for r in results],
-            [r["finetune"][budget]["scratch"][key] for r in results])
-    names = sorted({k for r in results for k in r["frozen"]["pretrained"] if "_acc" in k})
+        first = results[0]["finetune"][budget][ours]
+        key = next((k for k in first if k.startswith("test/") and k.endswith("/acc")), "test/acc")
+        if key not in first:
+            key = "val/acc"
+        add(f"fine-tuning {key}, labels {budget}", {a: [r["finetune"][budget][a][key] for r in results] for a in arms})
+        if key != "val/acc":
+            add(f"fine-tuning val/acc (selects), labels {budget}",
+                {a: [r["finetune"][budget][a]["val/acc"] for r in results] for a in arms})
+        lrs = {a: [r["finetune"][budget][a]["lr"] for r in results] for a in arms}
+        rows.append([f"fine-tuning lr chosen on val, labels {budget}", *(", ".join(f"{lr:g}" for lr in lrs[a]) for a in arms),
+                     *("-" for _ in others)])
+    names = sorted({k for r in results for k in r["frozen"].get("pretrained", {}) if "_acc" in k})
     for name in names:
-        add(f"frozen {name}", [r["frozen"]["pretrained"][name] for r in results], [r["frozen"]["random"][name] for r in results])
+        frozen = {ours: [r["frozen"]["pretrained"][name] for r in results]}
+        if theirs:
+            frozen[theirs] = [r["frozen"]["random"][name] for r in results]
+        add(f"frozen {name}", frozen)
     for name in sorted({k for r in results for k in r["pretrain"] if k.endswith("_acc")}):
-        add(f"pre-training {name}", [r["pretrain"][name] for r in results], None)
-    rows.append(["wall time per seed (s)", _cell([r["wall_s"] for r in results]), "-", "-"])
+        add(f"pre-training {name}", {ours: [r["pretrain"][name] for r in results]})
+    walls = [r["wall_s"] for r in results if "wall_s" in r]
+    if walls:
+        add("wall time per seed (s)", {ours: walls})
     return rows
 
 
@@ -131,7 +195,9 @@ def write_table(sweep_dir: Path) -> list[list[str]] | None:
     write_text(Path(sweep_dir) / f"{TABLE}.csv", buffer.getvalue())
     md = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
     seeds = ", ".join(str(r["seed"]) for r in results)
-    write_text(Path(sweep_dir) / f"{TABLE}.md", f"# RelViT vs scratch ({sweep_dir}; seeds {seeds}; mean ± std)\n\n"
+    partial = [str(r["seed"]) for r in results if not r.get("complete", True)]
+    note = f"; PARTIAL: seeds {', '.join(partial)} unfinished, only the budgets every seed finished" if partial else ""
+    write_text(Path(sweep_dir) / f"{TABLE}.md", f"# RelViT vs scratch ({sweep_dir}; seeds {seeds}; mean ± std{note})\n\n"
                + "\n".join(md) + "\n")
     return rows
 

@@ -80,6 +80,8 @@ PATCH_AUGMENT = Node({
     "crop": choice(*CROP_MODES), "mean": COLOURS, "std": COLOURS, "normalized_input": boolean(), "compile": boolean(),
     "form": choice(*PATCH_FORMS)}, null=True)
 
+#: task.layer_decay / recipe.layer_decay: null is off, else block i of L gets the rate times decay^(L - i)
+LAYER_DECAY = number(0, 1, open_lo=True, open_hi=False, null=True)
 TASK = Node({
     "name": choice(*TASK_NAMES),
     **{k: boolean() for k in ("supervised", "relations", "positions", "distances", "angles", "add_pos_embed",
@@ -88,6 +90,7 @@ TASK = Node({
     "probe_lr": number(0, open_lo=True), "probe_steps": integer(1), "relation_label_smoothing": RATE,
     "relation_loss_dropout": RATE, "classifier_pool": choice(*CLASSIFIER_POOLS), "monitor": text(),
     "monitor_mode": choice(*MONITOR_MODES), "megapatch": MEGAPATCH, "patch_augment": PATCH_AUGMENT,
+    "layer_decay": LAYER_DECAY,
 })
 
 DATA = Node({
@@ -99,6 +102,7 @@ DATA = Node({
     "select_on": choice(*MODEL_SELECTION_SPLITS), "labels_per_class": integer(1, null=True),
     "label_fraction": number(0, 1, open_lo=True, open_hi=False, null=True), "label_seed": SEED,
     "restrict_labels": boolean(), "drop_last": boolean(), "in_memory_on_device": boolean(),
+    "test_fraction": number(0, 1),
 })
 
 RECIPE = Node({
@@ -106,7 +110,7 @@ RECIPE = Node({
     "megapatch_shared_cuts": boolean(), "decay_all_parameters": boolean(), "online_probe": boolean(),
     "t2t_drop_path_rate": RATE, "drop_last": boolean(), "select_on": choice(*MODEL_SELECTION_SPLITS),
     "cls_token_std": number(0), "relation_loss_dropout_needs_smoothing": boolean(), "mixed_precision": boolean(),
-    "pos_drop_without_pos_embed": boolean(),
+    "pos_drop_without_pos_embed": boolean(), "layer_decay": LAYER_DECAY,
 })
 
 OPTIMIZER = Node({
@@ -152,25 +156,28 @@ LOGGER = Node({
 
 EVERY = integer(1)
 KNN = Node({"k": integer(1), "temperature": number(0, open_lo=True)})
+# each callback may be null: an experiment switches it off so (e.g. callbacks.knn_monitor: null)
 CALLBACKS = Node({
     "model_checkpoint": Node({
         "_target_": target("relvit.checkpoint_io.RunCheckpoint"), "dirpath": text(), "filename": text(), "monitor": text(),
         "mode": choice(*MONITOR_MODES), "save_top_k": integer(-1), "save_last": boolean(),
-        "auto_insert_metric_name": boolean(), "enable_version_counter": boolean()}),
+        "auto_insert_metric_name": boolean(), "enable_version_counter": boolean()}, null=True),
     "lr_monitor": Node({"_target_": target("lightning.pytorch.callbacks.LearningRateMonitor"),
-                        "logging_interval": choice("step", "epoch", null=True)}),
-    "embedding_images": Node({"_target_": target("relvit.callbacks.EmbeddingImages")}),
+                        "logging_interval": choice("step", "epoch", null=True)}, null=True),
+    "embedding_images": Node({"_target_": target("relvit.callbacks.EmbeddingImages")}, null=True),
     "knn_monitor": Node({"_target_": target("relvit.probes.knn_monitor.KNNMonitor"), "every_n_epochs": EVERY,
-                         "features": choice(*FEATURE_CHOICES), **KNN.keys}),
-    "pictures": Node({"_target_": target("relvit.visualize.PicturesToTensorBoard"), "every_n_epochs": EVERY}),
+                         "features": choice(*FEATURE_CHOICES), **KNN.keys}, null=True),
+    "pictures": Node({"_target_": target("relvit.visualize.PicturesToTensorBoard"), "every_n_epochs": EVERY}, null=True),
 }, null=True)
 
 PATHS = Node({k: text() for k in ("root_dir", "data_dir", "log_dir", "output_dir")})
 
 LINEAR = Node({"lrs": list_of(number(0, open_lo=True)), "weight_decays": list_of(number(0)), "steps": integer(1),
                "batch_size": integer(1), "seed": SEED})
+ARM = Node({"pretrained": boolean(), "overrides": overrides()})
 COMPARISON = Node({"pretrain": overrides(), "finetune": overrides(), "budgets": MapOf(overrides()),
-                   "features": choice(*FEATURE_CHOICES), "knn": KNN, "linear": LINEAR}, null=True)
+                   "features": choice(*FEATURE_CHOICES), "knn": KNN, "linear": LINEAR, "arms": MapOf(ARM),
+                   "lrs": list_of(number(0, open_lo=True)), "resume": boolean()}, null=True)
 
 TRAIN: dict[str, Spec] = {
     "dataset": DATASET, "backbone": BACKBONE, "task": TASK, "data": DATA, "recipe": RECIPE, "optimizer": OPTIMIZER,

@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from relvit.backbones.base import TokenBackbone
+from relvit.errors import ConfigError
 from relvit.hardware import clip_gradients, fused_on_cuda
 from relvit.heads import ClassifierHead, PairScoreHead
 from relvit.probes.online import OnlineProbe
@@ -231,17 +232,36 @@ class RelViTModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
+        # parameter groups by (weight decay exempt, learning-rate scale); the full rate's groups first,
+        # since the schedule reads its base rate from the first group
+        groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
             exempt = param.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
-            (no_decay if exempt and not self.task.decay_all_parameters else decay).append(param)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = fused_on_cuda(self.optimizer_factory, self.device)(groups)
+            key = (exempt and not self.task.decay_all_parameters, self._lr_scale(name))
+            groups.setdefault(key, []).append(param)
+        if not self.task.layer_decay:  # the two groups every run had before layer decay, even when empty
+            groups.setdefault((False, 1.0), []), groups.setdefault((True, 1.0), [])
+        order = sorted(groups, key=lambda k: (-k[1], k[0]))
+        optimizer = fused_on_cuda(self.optimizer_factory, self.device)(
+            [{"params": groups[k], **({"weight_decay": 0.0} if k[0] else {}), "lr_scale": k[1]} for k in order])
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _lr_scale(self, name: str) -> float:
+        """``task.layer_decay ** (L - layer)`` for a backbone parameter (L the backbone's top layer, the
+        heads above it at the full rate); 1 without layer decay."""
+        decay = self.task.layer_decay
+        if not decay or not name.startswith("backbone."):
+            return 1.0
+        layer_of = getattr(self.backbone, "layer_of", None)
+        if layer_of is None:
+            raise ConfigError(f"task.layer_decay={decay} is invalid for backbone {type(self.backbone).__name__}: "
+                              "layer-wise decay is defined for the ViT backbones; set task.layer_decay=null")
+        return float(decay ** (self.backbone.num_layers - layer_of(name.removeprefix("backbone."))))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # Lightning's mixed-precision plugin refuses to clip before any fused step, even under bf16,

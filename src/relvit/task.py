@@ -37,6 +37,7 @@ class TaskSpec:
     cls_to_patches: bool = False
     freeze_backbone: bool = False
     decay_all_parameters: bool = False
+    layer_decay: float | None = None
     classifier_pool: str = "auto"
     monitor: str = "val/loss"
     monitor_mode: str = "min"

@@ -104,9 +104,12 @@ def build(cfg: DictConfig, run_config: dict[str, Any] | None = None) -> Run:
 def make_trainer(cfg: DictConfig, guards: Sequence[L.Callback] = ()) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, ``guards`` and atomic checkpoint writes."""
     progress, bar = progress_bar(cfg)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()] + list(guards) + bar + model_summary(cfg)
+    # a callback set to null in an experiment (e.g. callbacks.knn_monitor: null) is switched off
+    callbacks = ([instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None] + list(guards) + bar
+                 + model_summary(cfg))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    if loggers:  # every tracker keeps the composed config beside the metrics
+    # a debug run writes nothing: Lightning swaps its loggers for a dummy, so no config is given them either
+    if loggers and not cfg.trainer.get("fast_dev_run"):  # every tracker keeps the composed config beside the metrics
         config = OmegaConf.to_container(cfg, resolve=True)
         for logger in loggers:
             logger.log_hyperparams(config)

@@ -65,3 +65,44 @@ def test_last_incomplete_batch_is_kept_only_by_the_original_recipe(tiny_cfg, rec
     run = build(tiny_cfg(f"recipe={recipe}", "data.select_on=test"))
     loader = run.datamodule.train_dataloader()
     assert len(loader) == batches and sum(len(y) for _, y in loader) == 1438 // 64 * 64 + (recipe == "original") * (1438 % 64)
+
+
+def _cifar_folders(root, per_class, splits=("train",)):
+    from conftest import write_image
+
+    for split in splits:
+        for label in range(10):
+            for index in range(per_class):
+                write_image(root / split / f"c{label}" / f"{index:04d}.jpg", 32, colour=(25 * label, 5 * index, 90))
+    return root
+
+
+def test_a_test_split_is_held_out_of_training_folders_that_have_none(tiny_cfg, tmp_path):
+    from relvit.training import build
+
+    root = _cifar_folders(tmp_path / "cifar10", per_class=20)
+    splits = build(tiny_cfg("dataset=cifar10", f"dataset.root={root}", "data.test_fraction=0.1",
+                            "data.val_fraction=0.1")).datamodule.splits
+    assert {k: len(v) for k, v in splits.items()} == {"train": 160, "val": 20, "test": 20}
+    assert torch.bincount(splits["test"].labels).tolist() == [2] * 10  # stratified
+    images = {name: {tuple(x.flatten().tolist()) for x in split.images} for name, split in splits.items()}
+    assert not images["test"] & (images["train"] | images["val"])  # one colour an image: no image in two splits
+    again = build(tiny_cfg("dataset=cifar10", f"dataset.root={root}", "data.test_fraction=0.1",
+                           "data.val_fraction=0.1", "seed=7")).datamodule.splits
+    assert torch.equal(again["test"].images, splits["test"].images)  # fixed, whatever the run's seed
+
+
+def test_an_official_test_split_is_kept_and_test_fraction_ignored(tiny_cfg, tmp_path):
+    from relvit.training import build
+
+    root = _cifar_folders(tmp_path / "cifar10", per_class=4, splits=("train", "test"))
+    splits = build(tiny_cfg("dataset=cifar10", f"dataset.root={root}", "data.test_fraction=0.1",
+                            "data.batch_size=8")).datamodule.splits
+    assert len(splits["test"]) == 40 and len(splits["train"]) + len(splits["val"]) == 40
+
+
+def test_test_fraction_is_checked(tiny_cfg):
+    from relvit.config_checks import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"data.test_fraction=1.0 is invalid: "):
+        check_config(tiny_cfg("data.test_fraction=1.0"))

@@ -97,6 +97,21 @@ class ViTBackbone(TokenBackbone):
             self.vit.pos_embed.data.copy_(fixed[None])
             self.vit.pos_embed.requires_grad_(False)
 
+    @property
+    def num_layers(self) -> int:
+        """Layers for layer-wise learning-rate decay: the embeddings (0), then one per block."""
+        return len(self.vit.blocks) + 1
+
+    def layer_of(self, name: str) -> int:
+        """The layer of parameter ``name`` (relative to this module): 0 for the patch, position and CLS
+        embeddings, ``i + 1`` for block ``i``, ``num_layers`` for what follows the blocks (the final norm)."""
+        parts = name.split(".")
+        if parts[:2] == ["vit", "blocks"]:
+            return int(parts[2]) + 1
+        if parts[1:2] and parts[1] in ("patch_embed", "cls_token", "pos_embed", "reg_token"):
+            return 0
+        return self.num_layers
+
     def _mask(self, num_tokens: int, device: torch.device) -> torch.Tensor | None:
         """Boolean attention mask [T, T], True where attention is allowed."""
         if self.attention_mask == "none":

@@ -67,6 +67,7 @@ class RelViTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = True,
         val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
         split_seed: int = 0,
         select_on: str = "val",
         drop_last: bool = True,
@@ -91,6 +92,7 @@ class RelViTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.select_on = select_on
         self.drop_last = drop_last
@@ -115,6 +117,11 @@ class RelViTDataModule(L.LightningDataModule):
         if self.splits:
             return
         train = self._checked("train", self.source.load("train"))
+        held_test = None
+        if self.test_fraction > 0 and "test" not in self.source.splits:
+            # a fixed test split, held out before the validation split and the label budget touch the rest
+            keep, held = stratified_split(train.labels, self.test_fraction, self.split_seed + 1)
+            train, held_test = _take(train, keep), _take(train, held)
         if "val" in self.source.splits:
             val = self._checked("val", self.source.load("val"))
         elif self.select_on == "test":
@@ -141,6 +148,8 @@ class RelViTDataModule(L.LightningDataModule):
         self.splits = {"train": train} if val is None else {"train": train, "val": val}
         if "test" in self.source.splits:
             self.splits["test"] = self._checked("test", self.source.load("test"))
+        elif held_test is not None:
+            self.splits["test"] = held_test
         # evaluation splits in a fixed mixed order: sources list files class by class, and a partial
         # evaluation (trainer.limit_val_batches) should still see every class
         for name in ("val", "test"):

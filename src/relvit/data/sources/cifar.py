@@ -22,6 +22,9 @@ from relvit.data.sources.image_folder import ImageFolderSource, decode_images
 log = logging.getLogger(__name__)
 
 _SIZE = 32
+#: Decoded JPEG/PNG splits of this process, by folder: a comparison runs its many phases in one process,
+#: and decoding 50,000 files again for every phase would cost more than some of the phases.
+_DECODED: dict[tuple[str, tuple[str, ...]], InMemorySplit] = {}
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -122,8 +125,13 @@ class _CIFARSource(DataSource):
             labels = np.concatenate([np.asarray(b[self._label_key]) for b in batches])
             return InMemorySplit(images=torch.from_numpy(data), labels=torch.from_numpy(labels.astype(np.int64)))
         files = self._folders.load(split)
-        log.info("decoding %d images of %s", len(files), self.root / split)
-        return InMemorySplit(images=decode_images(files.paths, _SIZE), labels=files.labels)
+        key = (str((self.root / split).resolve()), tuple(files.paths))
+        if key not in _DECODED:
+            log.info("decoding %d images of %s", len(files), self.root / split)
+            for stale in [k for k in _DECODED if Path(k[0]).parent != Path(key[0]).parent]:
+                del _DECODED[stale]  # one dataset at a time: a process that changes dataset keeps no stale memory
+            _DECODED[key] = InMemorySplit(images=decode_images(files.paths, _SIZE), labels=files.labels)
+        return _DECODED[key]
 
 
 class CIFAR10Source(_CIFARSource):
