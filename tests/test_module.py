@@ -180,3 +180,22 @@ def test_layer_decay_is_off_under_both_recipes_and_checked(tiny_cfg):
 
     with pytest.raises(ConfigError, match=r"task.layer_decay=1.5 is invalid: "):
         check_config(tiny_cfg("task=downstream", "task.layer_decay=1.5"))
+
+
+def test_validation_means_are_over_images_not_batches(tiny_cfg):
+    """The logged val/loss of a split whose last batch is smaller is the mean over its images (a mean
+    over batches would give that last batch the weight of a whole one)."""
+    cfg = tiny_cfg("task=upstream", "data.eval_batch_size=100", "callbacks={}", "logger={}", "trainer.limit_val_batches=null")
+    run = build(cfg)
+    run.datamodule.setup("fit")
+    module = run.module.eval()
+    total, images, sizes = 0.0, 0, []
+    with torch.no_grad():
+        for x, y in run.datamodule.val_dataloader():
+            out = module.compute_losses(run.datamodule.transform_batch(x, train=False), y)
+            total, images = total + float(out["loss"]) * len(y), images + len(y)
+            sizes.append(len(y))
+    assert len(set(sizes)) == 2  # unequal batches, or the test could not tell the two means apart
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (logged,) = trainer.validate(module, datamodule=run.datamodule, verbose=False)
+    assert logged["val/loss"] == pytest.approx(total / images, rel=1e-5)

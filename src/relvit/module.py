@@ -214,10 +214,11 @@ class RelViTModule(L.LightningModule):
         for key, value in out.items():
             name = f"{split}_{key}"
             if name not in self.eval_means:
-                # a NaN batch makes the mean NaN (torchmetrics would drop it), so FiniteLoss sees it
+                # a NaN batch makes the mean NaN (torchmetrics would drop it), so FiniteLoss sees it; under
+                # "disable" torchmetrics ignores ``weight``, so the batch's value is given once per image
                 self.eval_means[name] = MeanMetric(nan_strategy="disable").to(self.device)
             metric = cast(MeanMetric, self.eval_means[name])
-            metric.update(value.detach(), weight=batch_size)
+            metric.update(value.detach().expand(batch_size))  # the mean over images, not over batches
             self.log(f"{split}/{key}", metric, on_step=False, on_epoch=True, prog_bar=key == "loss",
                      metric_attribute=f"eval_means.{name}")
 
