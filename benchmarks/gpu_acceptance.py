@@ -218,10 +218,10 @@ def step_comparison(rec: Recorder, dry: bool, args) -> None:
             raise RuntimeError(f"train.py exited {done.returncode}: {done.stderr[-800:]}")
         rec.note(f"wall time {time.perf_counter() - start:.0f} s")
         (table,) = Path(tmp).glob("multirun/*/relvit_vs_scratch.md")
-        for line in table.read_text().splitlines():
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if line.startswith("|") and len(cells) == 4 and cells[0] not in ("measure", "---"):
-                rec.row(measure=cells[0], relvit=cells[1], scratch=cells[2], difference=cells[3])
+        lines = [line for line in table.read_text().splitlines() if line.startswith("|")]
+        header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+        for line in lines[2:]:  # under the header and its rule: one row per measure, one column per arm
+            rec.row(**dict(zip(header, (c.strip() for c in line.strip().strip("|").split("|")))))
 
 
 def cifar_folder(args, fallback: Path, count: int, rec: Recorder) -> Path:

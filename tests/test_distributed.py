@@ -102,6 +102,9 @@ def test_in_memory_ranks_hold_their_own_shard_on_their_device(tiny_cfg):
         def __init__(self, rank):
             self.global_rank = rank
             self.strategy = type("S", (), {"root_device": torch.device("cpu")})()
+            # the batches of this epoch taken so far, where a training loader starts (none yet)
+            current = type("P", (), {"processed": 0})()
+            self.fit_loop = type("F", (), {"epoch_loop": type("E", (), {"batch_progress": type("B", (), {"current": current})()})()})()
 
     loaders = []
     for rank in range(2):

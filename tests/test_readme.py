@@ -185,7 +185,7 @@ PLANS: dict[str, Plan] = {
     "python train.py trainer.precision=32-true": RUNS,
     "python train.py dataset=image_folder dataset.root=/path/to/folders data.decode=gpu": Plan(
         budget=[*BUDGET, *SMALL_VIT, "data.batch_size=4"], needs_gpu=True,
-        no_gpu_error="error: data.decode=gpu is invalid on this machine: no CUDA device is available"),
+        no_gpu_error="error: data.decode='gpu' is invalid: this machine has no CUDA device"),
     "python train.py dataset=image_folder dataset.root=/path/to/folders data.decode=cpu": Plan(
         budget=[*BUDGET, *SMALL_VIT, "data.batch_size=4"]),
     "python docs/generate.py backbones": Plan(budget=["--tiny", "--docs-dir", "{tmp}"]),

@@ -1,6 +1,7 @@
 """The Lightning module shared by every task: backbone, enabled heads, summed losses, metrics."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, cast
 
 import lightning as L
@@ -214,11 +215,11 @@ class RelViTModule(L.LightningModule):
         for key, value in out.items():
             name = f"{split}_{key}"
             if name not in self.eval_means:
-                # a NaN batch makes the mean NaN (torchmetrics would drop it), so FiniteLoss sees it; under
-                # "disable" torchmetrics ignores ``weight``, so the batch's value is given once per image
-                self.eval_means[name] = MeanMetric(nan_strategy="disable").to(self.device)
+                self.eval_means[name] = MeanMetric().to(self.device)
             metric = cast(MeanMetric, self.eval_means[name])
-            metric.update(value.detach().expand(batch_size))  # the mean over images, not over batches
+            # a NaN batch enters as +inf, so the mean is non-finite and the guard sees it: torchmetrics drops
+            # NaN values, and its nan_strategy="disable" would ignore the weights (a mean over batches)
+            metric.update(torch.nan_to_num(value.detach(), nan=math.inf, posinf=math.inf, neginf=-math.inf), weight=batch_size)
             self.log(f"{split}/{key}", metric, on_step=False, on_epoch=True, prog_bar=key == "loss",
                      metric_attribute=f"eval_means.{name}")
 
