@@ -38,7 +38,7 @@ def test_gpu_acceptance_dry_run_runs_every_step_and_writes_its_tables(tmp_path):
     assert [r["kernel"] for r in steps["optimizer"]["rows"]] == ["fused", "foreach"]
     assert [r["path"] for r in steps["epoch_throughput"]["rows"]] == ["32px in-memory", "224px JPEG decode=gpu", "224px JPEG decode=cpu"]
     assert all(r["train_img_s"] > 0 for r in steps["epoch_throughput"]["rows"])
-    assert any(r["measure"].startswith("fine-tuning test/acc") and "100pct" in r["measure"] for r in steps["comparison"]["rows"])
+    assert any(r["measure"].startswith("fine-tuning ") and "acc, labels 100pct" in r["measure"] for r in steps["comparison"]["rows"])
     table = (tmp_path / "results" / "results.md").read_text()
     assert "| gpu_tests | ok |" in table and "### comparison" in table and "| fused |" in table
 
