@@ -46,6 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # the working tree, installed or not
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from relvit.run_files import write_json, write_text  # noqa: E402
+
 #: Dense bf16 tensor-core peak (TFLOP/s, no sparsity) from the vendors' datasheets, by device name.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,
                     "H100 NVL": 835.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "B200": 2250.0}
@@ -86,9 +88,7 @@ class Recorder:
         self.flush()
 
     def flush(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.result, indent=1))
-        tmp.replace(self.path)
+        write_json(self.path, self.result)
 
 
 # -- the steps (each runs in a child process: python gpu_acceptance.py --step NAME) -------------------
@@ -139,6 +139,7 @@ def step_train_step(rec: Recorder, dry: bool, args) -> None:
 def step_optimizer(rec: Recorder, dry: bool, args) -> None:
     """Clipping plus AdamW on ViT-S's parameters with random gradients: the median step, fused vs foreach."""
     import torch
+    from epoch_throughput import sync
     from timm.models.vision_transformer import VisionTransformer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,13 +240,6 @@ def cifar_folder(args, fallback: Path, count: int, rec: Recorder) -> Path:
     return fallback
 
 
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 STEP_FUNCTIONS: dict[str, Callable] = {"gpu_tests": step_gpu_tests, "train_step": step_train_step,
                                        "optimizer": step_optimizer, "epoch_throughput": step_epoch_throughput,
                                        "comparison": step_comparison}
@@ -340,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unpacking {args.archive} into {args.cifar}", flush=True)
         extract_archive(args.archive, args.cifar)
     results = run_all(out, args.only or list(STEPS), args.dry_run, args)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     table = markdown(results)
-    (out / "results.md").write_text(table + "\n")
+    write_text(out / "results.md", table + "\n")
     print(table)
     print(f"results in {out}")
     return 0 if all(s["status"] == "ok" for s in results["steps"].values()) else 1
