@@ -228,7 +228,14 @@ class RelViTDataModule(L.LightningDataModule):
             pin_memory=pins_memory(self.pin_memory),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
+            generator=self._worker_seeds(),
         )
+
+    def _worker_seeds(self) -> torch.Generator:
+        """A DataLoader's own generator: its workers' base seed is drawn from it, not from the run's
+        random stream (which a resumed run would otherwise see drawn at other moments: the first
+        validation after a resume makes its workers anew)."""
+        return torch.Generator().manual_seed(self.seed)
 
     def _streamed_train_loader(self, dataset, n: int, batch_size: int, rank: int, world: int, collate) -> StreamedLoader:
         """Training batches decoded by workers, cut and ordered as ``_device_loader`` cuts and orders
@@ -254,8 +261,7 @@ class RelViTDataModule(L.LightningDataModule):
             pin_memory=pins_memory(self.pin_memory),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
-            # the workers' base seed from a generator of its own, not from the run's random stream
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=self._worker_seeds(),
         ))
 
     def _device_loader(self, data: InMemorySplit, batch_size: int, train: bool, rank: int, world: int) -> InMemoryLoader:
@@ -293,7 +299,8 @@ class RelViTDataModule(L.LightningDataModule):
         transform = file_transform(self.image_size, False, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
         paths, labels = list(data.paths)[rows.start:rows.stop], data.labels[rows.start:rows.stop]
         return DataLoader(FileImageDataset(paths, labels, transform), batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers, pin_memory=pins_memory(self.pin_memory))
+                          num_workers=self.num_workers, pin_memory=pins_memory(self.pin_memory),
+                          generator=self._worker_seeds())
 
     def train_dataloader(self):
         return self._loader("train", train=True)
