@@ -135,3 +135,16 @@ def write_hollow_png(path: Path, width: int, height: int, rows: int) -> str:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
     return str(path)
+
+
+def write_jpeg_folder(root: Path, per_class: int, classes: int = 2, seed: int = 0) -> Path:
+    """Small JPEG files of a few sizes, noise over a colour of their class: ``root/class<c>/<i>.jpg``."""
+    g = torch.Generator().manual_seed(seed)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = 20 + 4 * (i % 3), 24 - 4 * (i % 2)
+            pixels = (torch.rand(h, w, 3, generator=g) * 120 + 100 * c).to(torch.uint8)
+            Image.fromarray(pixels.numpy()).save(folder / f"{i:03d}.jpg", quality=90)
+    return root

@@ -1,8 +1,11 @@
 """Two-process DDP on CPU (gloo), started the way a user starts it: train.py with trainer=ddp.
 Each run writes one set of outputs, and its metrics equal a one-process evaluation of its checkpoint."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ from relvit.config_checks import ConfigError
 from relvit.distributed import EvalShardSampler, adopt_parent_job, eval_shard, train_batches, train_shard
 from relvit.evaluation import evaluate
 
-from conftest import REPO, TINY, compose_config, subprocess_env
+from conftest import REPO, TINY, compose_config, subprocess_env, write_jpeg_folder
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 # whole validation and test splits: a per-rank batch limit would evaluate different samples
@@ -48,6 +51,23 @@ def test_two_process_run_matches_a_one_process_evaluation(task, tmp_path):
         assert judged.keys() == alone[split].keys()
         for key, value in judged.items():
             assert value == pytest.approx(alone[split][key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_two_process_run_of_streamed_image_files(tmp_path):
+    """Image files decoded by two workers per rank: each rank takes its shard, as many batches as the
+    other (no DistributedSampler), and the run ends."""
+    from relvit.checkpoints import read_checkpoint
+
+    root = tmp_path / "images"
+    write_jpeg_folder(root / "train", per_class=30)
+    write_jpeg_folder(root / "test", per_class=6, seed=1)
+    done = run_train("task=upstream", *TINY_DDP, *DDP, "dataset=image_folder", f"dataset.root={root}", "dataset.image_size=16",
+                     "dataset.patch_size=4", "data.batch_size=8", "data.num_workers=2", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2 * 3  # trainer.limit_train_batches=3
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]
 
 
 def test_a_sweep_of_ddp_jobs_writes_one_sweep_dir(tmp_path):
@@ -272,3 +292,147 @@ def test_sharded_feature_extraction_equals_one_process(tiny_cfg, tmp_path):
         assert by_kind.keys() == alone.by_kind.keys()
         for kind, features in by_kind.items():
             torch.testing.assert_close(features, alone.by_kind[kind], atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ a process of the run dies
+STOP_POINTS = REPO / "tests" / "stop_points.py"
+
+
+def killed_rank(tmp_path, rank: int) -> tuple[float, int, str]:
+    """A two-process run in its second epoch (the first one's last.ckpt saved), rank ``rank`` killed
+    with SIGKILL once both ranks have started the step: (seconds until the other rank ended, its exit
+    code, the run's stderr). Each rank writes a marker as it starts the step; the killed one waits
+    there, and the other waits in the step's collectives for it."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    args = ["task=upstream", *TINY_DDP, *DDP, "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen([sys.executable, str(STOP_POINTS), "mark-ranks", str(marks), "3", str(rank), *args],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env(OMP_NUM_THREADS="1"))
+    try:
+        while not all((marks / f"rank{r}.pid").exists() for r in (0, 1)):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        os.kill(int((marks / f"rank{rank}.pid").read_text()), signal.SIGKILL)
+        killed = time.monotonic()
+        # the other rank writes to the same stderr: its end is the end of the stream
+        _, stderr = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    code = proc.returncode if rank == 1 else int((marks / "rank1.exit").read_text())
+    return elapsed, code, stderr
+
+
+def assert_one_line_naming_the_checkpoint(tmp_path, stderr: str, dead: int) -> None:
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    line = (f"error: process rank {dead} of this run {{how}}, so this run stopped; its last checkpoint, {last}, "
+            f"can be resumed with resume={last}")
+    said = [text for text in stderr.splitlines() if text.startswith("error:")]
+    assert said in ([line.format(how="died")], [line.format(how="was killed by SIGKILL")]), stderr[-3000:]
+    assert "Traceback" not in stderr and "Connection closed by peer" not in stderr
+
+
+@pytest.mark.slow
+def test_rank_zero_killed_the_other_rank_stops_with_one_line_naming_the_checkpoint(tmp_path):
+    elapsed, code, stderr = killed_rank(tmp_path, 0)
+    assert code == 75 and elapsed < 60, (code, elapsed, stderr[-3000:])
+    assert_one_line_naming_the_checkpoint(tmp_path, stderr, dead=0)
+
+
+@pytest.mark.slow
+def test_rank_one_killed_rank_zero_stops_with_one_line_naming_the_checkpoint(tmp_path):
+    elapsed, code, stderr = killed_rank(tmp_path, 1)
+    assert code == 75 and elapsed < 60, (code, elapsed, stderr[-3000:])
+    assert_one_line_naming_the_checkpoint(tmp_path, stderr, dead=1)
+
+
+def test_only_a_collective_whose_peer_is_gone_counts_as_a_dead_process(monkeypatch, tmp_path):
+    from relvit import distributed
+
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:44965. "
+                        "This is typically caused by a remote worker crashing.")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.process_died(gone) is None  # one process: nothing else can have died
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    last = tmp_path / "last.ckpt"
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    for key in ("procs", "checkpoint", "resumed", "reported"):  # put back after the test
+        monkeypatch.setitem(distributed._watch, key, [] if key == "procs" else None)
+    monkeypatch.setattr(subprocess_script, "_launch_process_observer", subprocess_script._launch_process_observer)
+    distributed.watch_processes(last)
+    assert str(distributed.process_died(gone)) == ("process rank 0 of this run died, so this run stopped; "
+                                                   "no checkpoint was saved yet: start it again")
+    last.write_bytes(b"saved")
+    wrapped = RuntimeError("training failed")
+    wrapped.__cause__ = gone
+    assert str(distributed.process_died(wrapped)).endswith(f"its last checkpoint, {last}, can be resumed with resume={last}")
+    assert distributed.process_died(RuntimeError("CUDA out of memory")) is None
+    assert distributed.process_died(BrokenPipeError(32, "Broken pipe")) is None  # this process's own pipe
+    assert distributed.claim_report() and not distributed.claim_report()  # one line, whichever thread sees it first
+
+
+# two gloo processes without a trainer: rank 1 waits in an all-reduce for rank 0, which is killed
+RANK_IN_A_COLLECTIVE = """
+import os, sys, time
+from pathlib import Path
+import torch, torch.distributed as dist
+from relvit.cli import exit_on_user_error
+from relvit.distributed import process_died, watch_processes
+
+rank, port, marks = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+os.environ["WORLD_SIZE"] = "2"
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+watch_processes(marks / "last.ckpt")
+(marks / f"rank{rank}.tmp").write_text(str(os.getpid()))
+os.replace(marks / f"rank{rank}.tmp", marks / f"rank{rank}.pid")
+
+def step(cfg):
+    if rank == 0:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        sys.exit(99)
+    try:
+        dist.all_reduce(torch.ones(1))
+    except Exception as err:
+        died = process_died(err)
+        raise (died or err) from None
+
+exit_on_user_error(step)(None)
+"""
+
+
+def test_a_collective_whose_peer_is_killed_ends_at_once_with_one_line(tmp_path):
+    """The short version of the killed-rank tests (marked slow: two whole runs): the words of a real
+    gloo failure are recognised, and the survivor says so in one line and exits 75 at once."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "last.ckpt").write_bytes(b"saved")
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_IN_A_COLLECTIVE, str(rank), str(port), str(marks)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=subprocess_env(OMP_NUM_THREADS="1")) for rank in (0, 1)]
+    try:
+        while not all((marks / f"rank{r}.pid").exists() for r in (0, 1)):
+            assert all(p.poll() is None for p in procs), [p.stderr.read()[-2000:] for p in procs]
+            time.sleep(0.05)
+        procs[0].kill()
+        killed = time.monotonic()
+        _, stderr = procs[1].communicate(timeout=60)
+        elapsed = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    last = marks / "last.ckpt"
+    assert procs[1].returncode == 75 and elapsed < 60, (procs[1].returncode, elapsed, stderr[-2000:])
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        f"error: process rank 0 of this run died, so this run stopped; its last checkpoint, {last}, "
+        f"can be resumed with resume={last}"], stderr[-2000:]
+    print(f"survivor ended {elapsed:.1f} s after the kill")

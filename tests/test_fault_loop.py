@@ -12,7 +12,7 @@ import pytest
 
 from relvit.checkpoints import read_checkpoint
 
-from conftest import REPO, TINY, subprocess_env
+from conftest import REPO, TINY, subprocess_env, write_jpeg_folder
 
 # upstream: the per-patch augmentation, crops and dropout all draw random numbers
 EPOCHS = 4
@@ -120,11 +120,11 @@ def kill_steps(rng: random.Random, epochs: int) -> list[int]:
     return [epoch * STEPS_PER_EPOCH + rng.randrange(STEPS_PER_EPOCH - 1) for epoch in range(epochs)]
 
 
-def stopped_and_resumed(tmp_path: Path, env: dict[str, str], steps: list[int]) -> dict:
-    """The metrics of a run sent SIGTERM at the start of each of ``steps`` and resumed after each."""
+def stopped_and_resumed(tmp_path: Path, env: dict[str, str], steps: list[int], args: list[str] = STOPPED) -> dict:
+    """The metrics of a run of ``args`` sent SIGTERM at the start of each of ``steps`` and resumed after each."""
     last = None
     for i, step in enumerate(steps):
-        resume = [f"resume={last}"] if last else [*STOPPED]
+        resume = [f"resume={last}"] if last else [*args]
         done = run_train(tmp_path / f"stopped_{i}", env, str(STOP_POINTS), "kill-at-step", str(step), *resume)
         assert done.returncode == 143, done.stderr[-2000:]
         last = tmp_path / f"stopped_{i}" / "checkpoints" / "last.ckpt"
@@ -152,3 +152,42 @@ def test_sigterm_at_many_random_steps_then_the_same_metrics(tmp_path):
     rng = random.Random(2)
     steps = sorted(rng.sample(range(3 * STEPS_PER_EPOCH), 8))  # epoch ends and the last step included
     assert stopped_and_resumed(tmp_path, env, steps) == metrics_of(tmp_path / "reference")
+
+
+# ------------------------------------------------- the same for image files streamed by workers
+def streamed(root: Path, epochs: int) -> list[str]:
+    """An image folder of small JPEG files decoded by two workers (random resized crops and flips per
+    image in the workers, per-patch augmentation and dropout in the model)."""
+    if not (root / "train").exists():
+        write_jpeg_folder(root / "train", per_class=30)
+        write_jpeg_folder(root / "test", per_class=6, seed=1)
+    return [*TINY, "task=upstream", "dataset=image_folder", f"dataset.root={root}", "dataset.image_size=16",
+            "dataset.patch_size=4", "data.batch_size=8", "data.num_workers=2", f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={STEPS_PER_EPOCH}", "backbone.drop_path_rate=0.1"]
+
+
+def test_streamed_image_files_sigterm_mid_epoch_then_the_same_metrics(tmp_path):
+    env = subprocess_env()
+    args = streamed(tmp_path / "images", epochs=2)
+    done = run_train(tmp_path / "reference", env, str(REPO / "train.py"), *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # in the second epoch: the resumed run's loader is made before the checkpoint gives it its epoch
+    step = STEPS_PER_EPOCH + random.Random("default").randrange(STEPS_PER_EPOCH - 1)
+    assert stopped_and_resumed(tmp_path, env, [step], args) == metrics_of(tmp_path / "reference")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="open, in-memory data too (steps 3 then 6 diverge there as well): a run resumed from "
+                          "the last step of an epoch never marks the next epoch started (Lightning's epoch_progress "
+                          "ready = started = processed = completed in its mid-epoch checkpoint), so resuming that "
+                          "checkpoint replays the epoch from its first batch; one stop mid-epoch is exact", strict=False)
+@pytest.mark.parametrize("capability", [None, "avx2"])
+def test_streamed_image_files_sigterm_at_many_random_steps_then_the_same_metrics(tmp_path, capability):
+    # the batches and their augmentation come from the loader; the kernels ATen picks must not matter either
+    env = subprocess_env(**({"ATEN_CPU_CAPABILITY": capability} if capability else {}))
+    args = streamed(tmp_path / "images", epochs=3)
+    done = run_train(tmp_path / "reference", env, str(REPO / "train.py"), *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rng = random.Random(capability or "streamed")
+    steps = sorted(rng.sample(range(3 * STEPS_PER_EPOCH), 6))  # epoch ends and the last step included
+    assert stopped_and_resumed(tmp_path, env, steps, args) == metrics_of(tmp_path / "reference")

@@ -16,14 +16,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.config_checks import check_config
-from relvit.errors import ConfigError, RunFailed, UserError
+from relvit.distributed import EXIT_PROCESS_DIED, claim_report, stop_started_ranks
+from relvit.errors import ConfigError, ProcessDied, RunFailed, UserError
 from relvit.guards import RunInterrupted
 from relvit.saved_config import rebuild, resume_config
 from relvit.task import check_task_overrides
 
 log = logging.getLogger("relvit")
 
-#: Exit codes: bad input before work, a run that failed, and 128 + the signal for a stopped run.
+#: Exit codes: bad input before work, a run that failed, and 128 + the signal for a stopped run; a run
+#: whose other process died exits with distributed.EXIT_PROCESS_DIED (75).
 EXIT_USER_ERROR, EXIT_RUN_FAILED = 2, 1
 #: Hydra's options that unpickle a file, which can run any code; argparse also takes any prefix of them.
 PICKLE_OPTIONS = ("--experimental-rerun",)
@@ -48,6 +50,13 @@ def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
                 raise  # Hydra records the job as failed and the sweep goes on (SystemExit would end it)
             _remove_empty_run_dir()
             sys.exit(EXIT_USER_ERROR)
+        except ProcessDied as err:
+            stop_started_ranks()
+            if claim_report():  # rank zero's watch of the other ranks may have said it already
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            if _in_sweep():
+                raise
+            sys.exit(EXIT_PROCESS_DIED)
         except RunFailed as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             if _in_sweep():

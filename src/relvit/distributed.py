@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,8 @@ import torch.distributed as dist
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DistributedSampler
+
+from relvit.errors import ProcessDied
 
 PARENT_JOB = "RELVIT_PARENT_JOB"
 RUN_ID = "RELVIT_RUN_ID"
@@ -117,6 +124,122 @@ class EvalShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+# --------------------------------------------------------------- a process of the run dies
+#: Exit code of a run that stopped because another of its processes died: resume it (EX_TEMPFAIL)
+EXIT_PROCESS_DIED = 75
+#: How a collective fails when a process it waits for has gone: gloo's and NCCL's words, lower case
+GONE = ("connection closed by peer", "connection reset by peer", "broken pipe", "remote process exited",
+        "nccl communicator was aborted", "nccl error: remote process")
+#: Exit codes of a process stopped by a signal the run handles (128 + SIGINT, SIGUSR1, SIGTERM): it
+#: stopped on purpose, and the collectives tell the others if they were not stopped too
+STOP_CODES = (130, 138, 143)
+
+_watch: dict[str, Any] = {"checkpoint": None, "procs": [], "reported": False}
+_report_lock = threading.Lock()
+
+
+def watch_processes(last_checkpoint: str | Path | None, resumed: str | Path | None = None) -> None:
+    """Before a fit: a run whose other process dies stops with one line naming the process, when
+    known, and ``last_checkpoint`` to resume (``ProcessDied``, exit code ``EXIT_PROCESS_DIED``); until
+    that is written, the checkpoint this run ``resumed`` from, if any.
+
+    Rank zero watches the ranks Lightning starts (Lightning's own watcher, which this replaces, kills
+    every process, rank zero included, without a word); every rank turns a collective that fails
+    because its peer has gone into ``ProcessDied`` (see ``process_died``).
+    """
+    _watch["checkpoint"] = Path(last_checkpoint) if last_checkpoint else None
+    _watch["resumed"] = Path(resumed) if resumed else None
+    _watch["reported"] = False
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    subprocess_script._launch_process_observer = _watch_started_ranks
+
+
+def process_died_message(rank: int | None, how: str | None) -> str:
+    """One line: which process died and how (when known), and what to resume."""
+    who = f"process rank {rank} of this run" if rank is not None else "another process of this run"
+    last = next((p for p in (_watch["checkpoint"], _watch.get("resumed")) if p is not None and p.is_file()), None)
+    if last is not None:
+        then = f"its last checkpoint, {last}, can be resumed with resume={last}"
+    else:
+        then = "no checkpoint was saved yet: start it again"
+    return f"{who} {how or 'died'}, so this run stopped; {then}"
+
+
+def process_died(err: BaseException) -> ProcessDied | None:
+    """``ProcessDied`` when ``err`` is a collective of a multi-process run failing because a process
+    it waits for has gone; None for any other error."""
+    world = max(process_group()[1], external_world_size())
+    if world < 2:
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        # gloo's and NCCL's errors are RuntimeErrors (DistBackendError); a BrokenPipeError of the
+        # process's own pipes is an OSError, and no sign of a dead peer
+        if isinstance(cause, RuntimeError) and any(words in str(cause).lower() for words in GONE):
+            break
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    else:
+        return None
+    dead = _dead_child()
+    if dead is not None:  # rank zero knows which of the ranks it started died, and how
+        return ProcessDied(process_died_message(*dead))
+    return ProcessDied(process_died_message(1 - global_rank() if world == 2 else None, None))
+
+
+def claim_report() -> bool:
+    """True for the first caller only: one process-died line per process, whichever thread sees it first."""
+    with _report_lock:
+        first = not _watch["reported"]
+        _watch["reported"] = True
+    return first
+
+
+def stop_started_ranks() -> None:
+    """Kill the ranks this process started that still run (they would wait for it in vain)."""
+    for proc in _watch["procs"]:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _dead_child() -> tuple[int, str] | None:
+    """(rank, how) of the first rank this process started that has ended with an error; None if none."""
+    for i, proc in enumerate(_watch["procs"]):
+        code = proc.poll()
+        if code:
+            return global_rank() + i + 1, f"was killed by {_signal_name(-code)}" if code < 0 else f"ended with exit code {code}"
+    return None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _watch_started_ranks(child_processes: list[subprocess.Popen]) -> None:
+    _watch["procs"] = child_processes
+    threading.Thread(target=_watch_loop, args=(child_processes,), daemon=True, name="relvit-rank-watch").start()
+
+
+def _watch_loop(procs: list[subprocess.Popen], period_s: float = 1.0) -> None:
+    while True:
+        time.sleep(period_s)
+        codes = [proc.poll() for proc in procs]
+        if all(code == 0 for code in codes) or any(code in STOP_CODES for code in codes):
+            return
+        dead = _dead_child()
+        if dead is None:
+            continue
+        stop_started_ranks()
+        if claim_report():
+            print(f"error: {process_died_message(*dead)}", file=sys.stderr, flush=True)
+        os._exit(EXIT_PROCESS_DIED)
 
 
 # ------------------------------------------------------------------------- ranks under Hydra

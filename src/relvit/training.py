@@ -20,7 +20,7 @@ from relvit.checkpoints import load_pretrained, read_checkpoint, state_dict_of
 from relvit.config_checks import check_token_grid
 from relvit.console import model_summary, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
-from relvit.distributed import is_rank_zero, requeued_checkpoint
+from relvit.distributed import is_rank_zero, process_died, requeued_checkpoint, watch_processes
 from relvit.errors import ConfigError
 from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
 from relvit.hardware import compile_model
@@ -155,6 +155,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     try:
         return _train(cfg)
+    except Exception as err:
+        died = process_died(err)  # a collective failed because another process of the run is gone
+        if died is None:
+            raise
+        raise died from None
     finally:  # the next run of this process (a second phase, a sweep's job) opens tracker runs of its own
         finish_trackers(failed=sys.exc_info()[0] is not None)
 
@@ -190,6 +195,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("callbacks: no ModelCheckpoint configured; a run needs callbacks.model_checkpoint")
         if checkpoint is not None and checkpoint.dirpath:
             trainer.callbacks.append(SaveOnSignal(stop, str(Path(checkpoint.dirpath) / "last.ckpt")))  # type: ignore[attr-defined]
+        watch_processes(Path(checkpoint.dirpath) / "last.ckpt" if checkpoint is not None and checkpoint.dirpath else None, resume)
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
         if resumed_step is not None and trainer.global_step == resumed_step and is_rank_zero():
             print(f"resume={resume}: nothing was left to train, the run had finished its trainer.max_epochs="

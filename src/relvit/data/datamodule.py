@@ -19,8 +19,10 @@ from relvit.data.encoded import (
 )
 from relvit.data.image_augment import BatchImageAugment
 from relvit.data.loaders import (
+    EpochBatches,
     FileImageDataset,
     InMemoryLoader,
+    StreamedLoader,
     TensorImageDataset,
     file_transform,
 )
@@ -212,20 +214,55 @@ class RelViTDataModule(L.LightningDataModule):
                         file_transform(self.image_size, mode, a.train_transform, a.eval_transform, a.crop_padding, a.hflip))
                 collate = collate_encoded
             else:
-                dataset = FileImageDataset(data.paths, data.labels, transform)
-        # training batches get Lightning's DistributedSampler; evaluation must not repeat samples
-        sampler = EvalShardSampler(dataset, rank, world) if world > 1 and not train else None
+                dataset = FileImageDataset(data.paths, data.labels, transform, seed=self.seed)
+        if train:
+            return self._streamed_train_loader(dataset, len(data), batch_size, rank, world, collate)
+        # evaluation must not repeat samples
+        sampler = EvalShardSampler(dataset, rank, world) if world > 1 else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            shuffle=False,
             sampler=sampler,
-            drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             pin_memory=pins_memory(self.pin_memory),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
+            generator=self._worker_seeds(),
         )
+
+    def _worker_seeds(self) -> torch.Generator:
+        """A DataLoader's own generator: its workers' base seed is drawn from it, not from the run's
+        random stream (which a resumed run would otherwise see drawn at other moments: the first
+        validation after a resume makes its workers anew)."""
+        return torch.Generator().manual_seed(self.seed)
+
+    def _streamed_train_loader(self, dataset, n: int, batch_size: int, rank: int, world: int, collate) -> StreamedLoader:
+        """Training batches decoded by workers, cut and ordered as ``_device_loader`` cuts and orders
+        in-memory ones (this rank's shard, the same batch count on every rank, an order of the seed,
+        rank and epoch, starting at the trainer's position in the epoch): a run resumed mid-epoch goes on
+        with the batches, and the per-image augmentation, of the uninterrupted run."""
+        trainer = self.trainer
+        indices = train_shard(n, rank, world, self.seed) if world > 1 else torch.arange(n)
+        num_batches = train_batches(n, world, batch_size) if world > 1 else None
+        if num_batches == 0:
+            raise ConfigError(f"data.batch_size={batch_size} is larger than the {n // world} training images "
+                              f"each of the {world} processes holds: use data.batch_size={n // world} or less")
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else None
+        position = None
+        if trainer is not None:
+            position = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]  # noqa: E731
+        batches = EpochBatches(indices, batch_size, seed=self.seed + 1_000_003 * rank, drop_last=self.drop_last,
+                               epoch=epoch, position=position, num_batches=num_batches)
+        return StreamedLoader(DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            pin_memory=pins_memory(self.pin_memory),
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+            generator=self._worker_seeds(),
+        ))
 
     def _device_loader(self, data: InMemorySplit, batch_size: int, train: bool, rank: int, world: int) -> InMemoryLoader:
         """This rank's share of an in-memory split, moved once to its device and batched there."""
@@ -262,7 +299,8 @@ class RelViTDataModule(L.LightningDataModule):
         transform = file_transform(self.image_size, False, a.train_transform, a.eval_transform, a.crop_padding, a.hflip)
         paths, labels = list(data.paths)[rows.start:rows.stop], data.labels[rows.start:rows.stop]
         return DataLoader(FileImageDataset(paths, labels, transform), batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers, pin_memory=pins_memory(self.pin_memory))
+                          num_workers=self.num_workers, pin_memory=pins_memory(self.pin_memory),
+                          generator=self._worker_seeds())
 
     def train_dataloader(self):
         return self._loader("train", train=True)

@@ -16,6 +16,8 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import v2
 
+from relvit.data.loaders import EpochBatch
+
 DECODE_MODES = ("auto", "cpu", "gpu", "device")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
@@ -57,6 +59,10 @@ class EncodedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return read_file(self.paths[index]), self.labels[index]
+
+    def __getitems__(self, keys: EpochBatch | list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # no random work per sample: the batch is decoded and augmented where the model runs
+        return [self[i] for i in (keys.indices if isinstance(keys, EpochBatch) else keys)]
 
 
 def collate_encoded(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[EncodedBatch, torch.Tensor]:
