@@ -67,7 +67,11 @@ class StopRequest:
 
 class SaveOnSignal(L.Callback):
     """When a stop was asked for, saves ``last.ckpt`` at the end of the current training step (or at
-    the start of the next epoch, after a signal during validation) and raises RunInterrupted."""
+    the start of the next epoch, after a signal during validation or during an epoch's last step) and
+    raises RunInterrupted.
+
+    Never on an epoch's last step: a run resumed from there skips that epoch's end (its validation,
+    which fits the online probe and empties its bank), which the uninterrupted run went through."""
 
     def __init__(self, request: StopRequest, checkpoint_path: str):
         self.request = request
@@ -80,7 +84,8 @@ class SaveOnSignal(L.Callback):
         self.request.raise_if_asked(f"at epoch {trainer.current_epoch}, step {trainer.global_step}", self.checkpoint_path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._stop(trainer)
+        if batch_idx + 1 < trainer.num_training_batches:
+            self._stop(trainer)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._stop(trainer)
@@ -221,3 +226,25 @@ def _as_python_state(state: Any) -> tuple:
     # weights-only loading gives lists back where random.getstate() had tuples
     version, internal, gauss = state
     return version, tuple(internal), gauss
+
+
+class EpochCounters(L.Callback):
+    """Mends two of Lightning's (2.6) loop counters as a resumed run starts, so that a run resumed from a
+    checkpoint saved at an epoch's edge counts, and stops in, the next epoch as the uninterrupted run does.
+
+    - Saved on an epoch's last step (or at its end-of-epoch validation): Lightning closes that epoch on
+      resume but still counts the next one as resumed mid-way, so it neither marks it started nor calls
+      its ``on_train_epoch_start`` hooks; a checkpoint saved later in that epoch then read as an epoch
+      boundary, and the resume after it replayed the epoch from its first batch.
+    - Saved as an epoch started (a stop asked for during the previous epoch's validation): the batch
+      counters still held the ended epoch's, so the resumed epoch ended before its first batch.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fit = trainer.fit_loop
+        total: Any = fit.epoch_progress.total  # a _ProcessedTracker (typed as its base)
+        if (fit.restarted_mid_epoch or fit.restarted_on_epoch_end) and total.processed == total.started == total.completed:
+            fit.reset_restart_stage()
+        elif fit.restarted_on_epoch_start:
+            fit.epoch_loop.batch_progress.reset_on_run()
+

@@ -22,7 +22,7 @@ from relvit.console import model_summary, print_config, progress_bar
 from relvit.data.datamodule import RelViTDataModule
 from relvit.distributed import is_rank_zero, process_died, requeued_checkpoint, watch_processes
 from relvit.errors import ConfigError
-from relvit.guards import FiniteLoss, RandomState, SaveOnSignal, StopRequest
+from relvit.guards import EpochCounters, FiniteLoss, RandomState, SaveOnSignal, StopRequest
 from relvit.hardware import compile_model
 from relvit.module import RelViTModule
 from relvit.run_files import (
@@ -188,7 +188,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         resumed_step = None
         if resume:  # refuses damaged and code-bearing files with this project's messages
             resumed_step = read_checkpoint(resume).get("global_step")
-        guards = [FiniteLoss(), RandomState()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
+        guards = [FiniteLoss(), RandomState(), EpochCounters()] + ([StretchSchedule()] if cfg.get("extend_to_epochs") else [])
         trainer = make_trainer(cfg, guards)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
         if checkpoint is None and not debug:  # found before training, not after it
