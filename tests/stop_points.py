@@ -17,8 +17,8 @@ from pathlib import Path
 
 import lightning as L
 
-import relvit.guards
-import relvit.training
+import relvit.runs.guards
+import relvit.training.run
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 WAIT_S = 300
@@ -39,13 +39,13 @@ class Pause:
     def __init__(self, marker: str):
         self.marker = Path(marker)
         self.arrived = False
-        handle = relvit.guards.StopRequest._handle
+        handle = relvit.runs.guards.StopRequest._handle
 
         def recording(request, signum, frame):
             self.arrived = True
             handle(request, signum, frame)
 
-        relvit.guards.StopRequest._handle = recording  # type: ignore[method-assign]
+        relvit.runs.guards.StopRequest._handle = recording  # type: ignore[method-assign]
 
     def __call__(self) -> None:
         if self.marker.exists():  # once per run
@@ -78,19 +78,19 @@ class PauseInTrainer(L.Callback):
 
 
 def with_callback(callback: L.Callback) -> None:
-    make_trainer = relvit.training.make_trainer
-    relvit.training.make_trainer = lambda cfg, guards=(): make_trainer(cfg, [*guards, callback])
+    make_trainer = relvit.training.run.make_trainer
+    relvit.training.run.make_trainer = lambda cfg, guards=(): make_trainer(cfg, [*guards, callback])
 
 
 def pause_in_setup(pause: Pause) -> None:
-    build = relvit.training.build
+    build = relvit.training.run.build
 
     def paused(*args, **kwargs):
         run = build(*args, **kwargs)
         pause()
         return run
 
-    relvit.training.build = paused
+    relvit.training.run.build = paused
 
 
 def main(argv: list[str]) -> None:
