@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, subprocess_env
 
 
@@ -55,3 +57,22 @@ def test_a_failing_step_leaves_the_others_results_and_old_results_are_kept(tmp_p
     again = run_acceptance("--only", "optimizer", "--out", str(tmp_path / "r"))
     assert again.returncode == 2 and "is not empty; results are never written over" in again.stderr
     assert json.loads((tmp_path / "r" / "results.json").read_text())["steps"] == steps
+
+
+def run_resume_exactness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/resume_exactness.py", *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=1800)
+
+
+def test_resume_exactness_refuses_an_unknown_kernel_setting():
+    out = run_resume_exactness("--settings", "default,sse9")
+    assert out.returncode == 2 and "'sse9' is not one of default, avx2, avx512" in out.stderr
+
+
+@pytest.mark.slow
+def test_resume_exactness_tiny_finds_resume_exact_under_other_kernels():
+    # the kernels another processor would pick: AVX-512 ATen kernels and oneDNN capped at AVX2
+    out = run_resume_exactness("--tiny", "--settings", "avx512,onednn-avx2")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| avx512 ", "| onednn-avx2 "))]
+    assert len(rows) == 2 and all(row.rstrip().endswith("| yes |") for row in rows), out.stdout
