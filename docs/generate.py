@@ -35,8 +35,9 @@ SWEEPS = REPO / "multirun"
 OVERRIDES: list[str] = []
 #: ``--from-sweep``: the CIFAR-10 section reports this sweep dir instead of running one
 FROM_SWEEP: list[Path] = []
-#: ``--control``: sweeps resumed from a copy of the reported one with one thing changed (with --from-sweep)
-CONTROLS: list[Path] = []
+#: ``--control``: (control, base) sweeps, the control a copy of the base resumed with one thing changed; the
+#: base is the reported sweep unless ``--control CONTROL:BASE`` names another (with --from-sweep)
+CONTROLS: list[tuple[Path, Path | None]] = []
 TINY_RUN = ["backbone.depth=1", "backbone.embed_dim=36", "backbone.num_heads=3", "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
@@ -118,7 +119,7 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
               "comparison.linear.steps=5", "comparison.lrs=[1.0e-3]", "hydra.sweeper.params.seed=1"] if tiny else []
     if FROM_SWEEP:  # report a sweep that ran (or is running) elsewhere: its wall time from its files
         report = cifar10_report(FROM_SWEEP[0], sweep_wall_time(FROM_SWEEP[0]))
-        controls = [f"### Control: {c.name}\n\n{control_report(FROM_SWEEP[0], c)}" for c in CONTROLS]
+        controls = [f"### Control: {c.name}\n\n{control_report(base or FROM_SWEEP[0], c)}" for c, base in CONTROLS]
         return "\n\n".join([report, *controls])
     sweep = SWEEPS / f"cifar10-{datetime.now(timezone.utc):%Y-%m-%d_%H-%M-%S}"
     for override in OVERRIDES:  # an interrupted sweep resumed in its own dir (comparison.resume=true)
@@ -129,6 +130,12 @@ def relvit_vs_scratch_cifar10(tiny: bool) -> str:
              f"hydra.sweep.dir={sweep}", *OVERRIDES])
     wall = time.perf_counter() - start
     return cifar10_report(sweep, wall)
+
+
+def control_pair(given: str) -> tuple[Path, Path | None]:
+    """``DIR`` or ``DIR:BASE`` of ``--control``, resolved."""
+    control, _, base = given.partition(":")
+    return Path(control).resolve(), Path(base).resolve() if base else None
 
 
 def control_report(main: Path, control: Path) -> str:
@@ -323,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a train.py override of the relvit_vs_scratch_cifar10 section, e.g. hydra/launcher=joblib")
     parser.add_argument("--from-sweep", type=Path, default=None, metavar="DIR",
                         help="the relvit_vs_scratch_cifar10 section reports this (finished or partial) sweep dir")
-    parser.add_argument("--control", type=Path, action="append", default=[], metavar="DIR",
-                        help="with --from-sweep: a controlled sweep to set against it, one thing changed")
+    parser.add_argument("--control", action="append", default=[], metavar="DIR[:BASE]",
+                        help="with --from-sweep: a controlled sweep to set against it (or against the sweep BASE), one thing changed")
     args = parser.parse_args(argv)
     OVERRIDES[:] = args.override
-    CONTROLS[:] = [c.resolve() for c in args.control]
+    CONTROLS[:] = [control_pair(c) for c in args.control]
     FROM_SWEEP[:] = [args.from_sweep.resolve()] if args.from_sweep else []
     if args.list:
         for name, section in SECTIONS.items():

@@ -35,6 +35,8 @@ torch.set_num_threads(2)
 
 def compose_config(tmp_path: Path, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` as train.py would, writing into ``tmp_path``."""
+    import relvit  # noqa: F401  (registers the resolvers the config uses, as train.py's import does)
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(

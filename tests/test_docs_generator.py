@@ -110,3 +110,29 @@ def test_the_cifar10_section_runs_the_comparison_and_reports_grid_and_pretext_cu
     assert re.search(r"^\| 1pct \| joint \| 0\.001 \| \d\.\d{4} ± \d\.\d{4} \| \d\.\d{4} ± ", text, re.M)
     assert re.search(r"^\| 2 \| \d\.\d{4} ± \d\.\d{4} \| \d\.\d{4} ± \d\.\d{4} \|$", text, re.M)  # the curve
     assert list((tmp_path / "multirun").glob("cifar10-*/0/comparison.json"))  # the sweep is kept
+
+
+def fake_sweep(root, name, relvit_acc, rel_acc):
+    """A finished comparison sweep of two seeds, as its jobs' comparison.json files."""
+    sweep = root / name
+    for seed in (1, 2):
+        job = {"seed": seed, "wall_s": 1.0, "complete": True, "pretrained_arm": "relvit", "random_arm": "scratch",
+               "pretrain": {"val/rel_acc": rel_acc + seed / 100},
+               "frozen": {"pretrained": {"test/knn_acc_mean": 0.4}, "random": {"test/knn_acc_mean": 0.3}},
+               "finetune": {"100pct": {"relvit": {"test/acc": relvit_acc + seed / 100, "val/acc": 0.5, "lr": 1e-3},
+                                       "scratch": {"test/acc": 0.25, "val/acc": 0.4, "lr": 1e-3}}}}
+        (sweep / str(seed - 1)).mkdir(parents=True)
+        (sweep / str(seed - 1) / "comparison.json").write_text(json.dumps(job))
+    return sweep
+
+
+def test_a_control_is_set_against_its_own_base_sweep(tmp_path):
+    base, longer = fake_sweep(tmp_path, "base", 0.30, 0.40), fake_sweep(tmp_path, "longer", 0.35, 0.45)
+    assert generate.control_pair(f"{longer}:{base}") == (longer.resolve(), base.resolve())
+    assert generate.control_pair(str(longer)) == (longer.resolve(), None)
+    report = generate.control_report(base, longer)
+    assert "Sweep `longer` (seeds 1, 2), against `base`" in report
+    assert "| fine-tuning test/acc, labels 100pct | +0.0500 ± 0.0000 |" in report
+    assert "| pre-training val/rel_acc | +0.0500 ± 0.0000 |" in report
+    assert "frozen pre-trained" not in report  # unchanged figures are left out
+    assert "The control sweep's own table:" in report and "| fine-tuning test/acc, labels 100pct | 0.3650 ± 0.0071 |" in report

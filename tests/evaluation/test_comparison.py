@@ -3,7 +3,8 @@ import csv
 
 import pytest
 
-from relvit.evaluation.comparison import table_rows
+from relvit.errors import MissingFileError
+from relvit.evaluation.comparison import own_best, table_rows
 
 from conftest import TINY
 
@@ -51,3 +52,23 @@ def test_the_table_gives_mean_and_std_over_seeds():
 def test_the_arms_and_rates_are_checked_before_any_work(cli):
     code, out, err = cli("train.py", "experiment=relvit_vs_scratch", "comparison.lrs=[]", "hydra.sweeper.params.seed=1")
     assert code != 0 and "comparison.lrs=[] is invalid: a list of one or more positive learning rates" in err
+
+
+def test_a_resumed_job_starts_its_arms_from_its_own_pretraining_checkpoint(tmp_path):
+    # a sweep dir copied for a control run, or moved, still records the original's absolute path
+    original, copy = tmp_path / "original" / "pretrain", tmp_path / "copy" / "pretrain"
+    for phase in (original, copy):
+        (phase / "checkpoints").mkdir(parents=True)
+        (phase / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    recorded = str(original / "checkpoints" / "best.ckpt")
+    assert own_best(copy, recorded) == str(copy / "checkpoints" / "best.ckpt")
+    (copy / "checkpoints" / "best.ckpt").unlink()
+    with pytest.raises(MissingFileError, match="holds no such checkpoint"):
+        own_best(copy, recorded)  # never the recorded file outside the job's dir
+    (copy / "checkpoints" / "best.ckpt").symlink_to(original / "checkpoints" / "best.ckpt")
+    with pytest.raises(MissingFileError):
+        own_best(copy, recorded)  # nor through a link planted in it
+    (copy / "checkpoints" / "passwd").write_text("x")
+    for bad in ("/etc/passwd", None, 3):
+        with pytest.raises(MissingFileError):
+            own_best(copy, bad)

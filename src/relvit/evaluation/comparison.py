@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from relvit.config.checks import check_config
-from relvit.errors import ConfigError
+from relvit.errors import ConfigError, MissingFileError
 from relvit.runs.checkpoints import read_checkpoint, state_dict_of
 from relvit.runs.distributed import is_rank_zero
 from relvit.runs.files import write_json, write_text
@@ -72,7 +72,7 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
             if not arm_spec.pretrained:
                 check_config(phase(f"{budget}/{arm}", [*spec.finetune, *arm_spec.overrides], tuple(budget_overrides)))
     pretrain = run("pretrain", list(spec.pretrain))
-    best = pretrain["best_checkpoint"]
+    best = own_best(out_dir / "pretrain", pretrain.get("best_checkpoint"))
     result: dict[str, Any] = {"seed": int(cfg.seed), "pretrain": pretrain.get("val", {}), "frozen": {}, "finetune": {},
                               "grid": {}, "pretrained_arm": next(a for a, arm in spec.arms.items() if arm.pretrained),
                               "random_arm": next(a for a, arm in spec.arms.items() if not arm.pretrained),
@@ -110,6 +110,18 @@ def compare_one_seed(cfg: DictConfig, train: Callable[[DictConfig], dict[str, An
     result["wall_s"], result["complete"] = round(time.time() - started, 1), True
     write_json(out_dir / JOB_RESULT, result)
     return {"task": "comparison", "output_dir": str(out_dir), "monitor": None, "comparison": result}
+
+
+def own_best(phase_dir: Path, recorded: Any) -> str:
+    """The pre-training checkpoint the arms start from: the file of the name ``metrics.json`` recorded,
+    in this job's own ``pretrain/checkpoints/``. A resumed job reads a ``metrics.json`` it may not have
+    written (a sweep dir copied, moved or shared), so the path in it is never followed elsewhere."""
+    name = Path(str(recorded)).name if isinstance(recorded, str) else ""
+    best = phase_dir / "checkpoints" / name
+    if not name.endswith(".ckpt") or best.is_symlink() or not best.is_file():
+        raise MissingFileError(f"{phase_dir / 'metrics.json'} names best_checkpoint={recorded!r}, but this job's "
+                               f"{phase_dir / 'checkpoints'} holds no such checkpoint: remove {phase_dir} to pre-train again")
+    return str(best)
 
 
 def check_arms(spec: DictConfig) -> None:
