@@ -11,7 +11,7 @@ from relvit.cli import exit_on_user_error, log_lightning_once, run_main
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from relvit.evaluation import evaluate
+    from relvit.evaluation.evaluate import evaluate
 
     log_lightning_once()
     evaluate(cfg)

@@ -14,7 +14,7 @@ def main(cfg: DictConfig) -> float | None:
     summary = train_with_finetune(cfg)
     report_test_accuracy(summary)
     if summary.get("pretrain"):  # what pre-training learned: its encoder's kNN next to a random one's
-        from relvit.probes.report import report_pretraining_knn
+        from relvit.evaluation.report import report_pretraining_knn
 
         report_pretraining_knn(cfg, summary)
     # a number for Hydra's sweepers to optimise: the monitored metric of the (last phase's) best checkpoint
@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     import sys
 
-    from relvit.distributed import adopt_parent_job
+    from relvit.runs.distributed import adopt_parent_job
 
     sys.argv = adopt_parent_job(sys.argv)  # a DDP rank runs rank zero's job, in rank zero's run dir
     run_main(main)

@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed o
 
 from relvit.cli import log_lightning_once  # noqa: E402
 from relvit.data.download import extract_archive  # noqa: E402
-from relvit.hardware import fused_on_cuda, resolve_precision  # noqa: E402
-from relvit.training import build  # noqa: E402
+from relvit.model.hardware import fused_on_cuda, resolve_precision  # noqa: E402
+from relvit.training.run import build  # noqa: E402
 
 CIFAR_STATS = "dataset.mean=[0.4914,0.4822,0.4465] dataset.std=[0.2470,0.2435,0.2616]".split()
 

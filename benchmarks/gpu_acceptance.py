@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # the working tree, installed or not
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from relvit.run_files import write_json, write_text  # noqa: E402
+from relvit.runs.files import write_json, write_text  # noqa: E402
 
 #: Dense bf16 tensor-core peak (TFLOP/s, no sparsity) from the vendors' datasheets, by device name.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,
@@ -170,7 +170,7 @@ def step_epoch_throughput(rec: Recorder, dry: bool, args) -> None:
     from epoch_throughput import compose_run, data_rate, model_rate, train_rate, write_large_jpegs
 
     from relvit.cli import log_lightning_once
-    from relvit.training import build
+    from relvit.training.run import build
 
     log_lightning_once()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, installed or not
 
-from relvit.hardware import compile_model, fused_on_cuda, resolve_precision  # noqa: E402
-from relvit.module import RelViTModule  # noqa: E402
-from relvit.task import TaskSpec  # noqa: E402
+from relvit.model.hardware import compile_model, fused_on_cuda, resolve_precision  # noqa: E402
+from relvit.model.module import RelViTModule  # noqa: E402
+from relvit.model.task import TaskSpec  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import lightning as L
 
-import relvit.guards
-import relvit.training
+import relvit.runs.guards
+import relvit.training.run
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 WAIT_S = 300
@@ -45,13 +45,13 @@ class Pause:
     def __init__(self, marker: str):
         self.marker = Path(marker)
         self.arrived = False
-        handle = relvit.guards.StopRequest._handle
+        handle = relvit.runs.guards.StopRequest._handle
 
         def recording(request, signum, frame):
             self.arrived = True
             handle(request, signum, frame)
 
-        relvit.guards.StopRequest._handle = recording  # type: ignore[method-assign]
+        relvit.runs.guards.StopRequest._handle = recording  # type: ignore[method-assign]
 
     def __call__(self) -> None:
         if self.marker.exists():  # once per run
@@ -110,19 +110,19 @@ def write_whole(path: Path, text: str) -> None:
 
 
 def with_callback(callback: L.Callback) -> None:
-    make_trainer = relvit.training.make_trainer
-    relvit.training.make_trainer = lambda cfg, guards=(): make_trainer(cfg, [*guards, callback])
+    make_trainer = relvit.training.run.make_trainer
+    relvit.training.run.make_trainer = lambda cfg, guards=(): make_trainer(cfg, [*guards, callback])
 
 
 def pause_in_setup(pause: Pause) -> None:
-    build = relvit.training.build
+    build = relvit.training.run.build
 
     def paused(*args, **kwargs):
         run = build(*args, **kwargs)
         pause()
         return run
 
-    relvit.training.build = paused
+    relvit.training.run.build = paused
 
 
 def main(argv: list[str]) -> None:
@@ -133,19 +133,19 @@ def main(argv: list[str]) -> None:
             argv = argv[4:]
         folder, step, rank = os.environ[MARK_RANKS].split("\n")
         with_callback(MarkRanks(folder, int(step), int(rank)))
-        make_trainer = relvit.training.make_trainer
+        make_trainer = relvit.training.run.make_trainer
 
         def this_script_again(cfg, guards=()):
             # what Lightning runs in the ranks it starts (runpy has put train.py in sys.argv[0])
             sys.argv[0] = str(Path(__file__).resolve())
             return make_trainer(cfg, guards)
 
-        relvit.training.make_trainer = this_script_again
+        relvit.training.run.make_trainer = this_script_again
         sys.argv = [str(TRAIN), *argv]
         try:
             runpy.run_path(str(TRAIN), run_name="__main__")
         except SystemExit as exit_:
-            from relvit.distributed import global_rank
+            from relvit.runs.distributed import global_rank
 
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
             write_whole(Path(folder) / f"rank{global_rank()}.exit", str(code))

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from relvit.backbones.vit import ViTBackbone, sincos_position_embedding
-from relvit.training import build
+from relvit.training.run import build
 
 
 def vit(**kwargs):

@@ -198,7 +198,7 @@ def summary_dir(tmp: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("script, args, parts", [p[1:] for p in PROBES], ids=[p[0] for p in PROBES])
 def test_a_bad_input_is_refused_before_its_run_dir(cli, tmp_path, monkeypatch, capsys, script, args, parts):
-    from relvit import summary
+    from relvit.evaluation import summary
 
     runs = tmp_path / "runs_root"
     monkeypatch.setenv("RELVIT_OUTPUT_DIR", str(runs))

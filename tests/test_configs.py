@@ -4,7 +4,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from relvit.data.sources.base import DataSource
-from relvit.task import TaskSpec
+from relvit.model.task import TaskSpec
 
 from conftest import CONF, TINY, compose_config
 

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from relvit.config_checks import ConfigError
-from relvit.distributed import EvalShardSampler, adopt_parent_job, eval_shard, train_batches, train_shard
-from relvit.evaluation import evaluate
+from relvit.config.checks import ConfigError
+from relvit.evaluation.evaluate import evaluate
+from relvit.runs.distributed import EvalShardSampler, adopt_parent_job, eval_shard, train_batches, train_shard
 
 from conftest import REPO, TINY, compose_config, subprocess_env, write_jpeg_folder
 
@@ -57,7 +57,7 @@ def test_two_process_run_matches_a_one_process_evaluation(task, tmp_path):
 def test_two_process_run_of_streamed_image_files(tmp_path):
     """Image files decoded by two workers per rank: each rank takes its shard, as many batches as the
     other (no DistributedSampler), and the run ends."""
-    from relvit.checkpoints import read_checkpoint
+    from relvit.runs.checkpoints import read_checkpoint
 
     root = tmp_path / "images"
     write_jpeg_folder(root / "train", per_class=30)
@@ -110,7 +110,7 @@ def test_evaluation_shards_count_every_sample_once():
 
 
 def test_in_memory_ranks_hold_their_own_shard_on_their_device(tiny_cfg):
-    from relvit.training import build
+    from relvit.training.run import build
 
     run = build(tiny_cfg("task=joint"))
     dm = run.datamodule
@@ -176,8 +176,8 @@ def test_a_requeued_slurm_job_resumes_in_its_own_run_dir(tiny_cfg, monkeypatch, 
 
     from omegaconf import open_dict
 
-    from relvit.checkpoints import read_checkpoint
-    from relvit.training import train
+    from relvit.runs.checkpoints import read_checkpoint
+    from relvit.training.run import train
 
     cfg = tiny_cfg("task=joint")
     first = train(cfg)
@@ -194,7 +194,7 @@ def test_a_requeued_slurm_job_resumes_in_its_own_run_dir(tiny_cfg, monkeypatch, 
 
 
 def test_parallel_jobs_on_one_machine_take_one_gpu_each(monkeypatch):
-    from relvit.distributed import gpu_slot
+    from relvit.runs.distributed import gpu_slot
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert [gpu_slot(k) for k in range(6)] == [[0], [1], [2], [3], [0], [1]]
@@ -223,7 +223,7 @@ def test_two_phase_recipe_under_ddp_matches_one_process_evaluations(tmp_path):
 def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from relvit.distributed import gather_rows
+    from relvit.runs.distributed import gather_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -259,7 +259,7 @@ def _features_on_rank(rank: int, port: int, out_dir: str, config: str) -> None:
     from omegaconf import OmegaConf
 
     from relvit.probes.features import extract_features
-    from relvit.training import build
+    from relvit.training.run import build
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -279,7 +279,7 @@ def test_sharded_feature_extraction_equals_one_process(tiny_cfg, tmp_path):
     from omegaconf import OmegaConf
 
     from relvit.probes.features import extract_features
-    from relvit.training import build
+    from relvit.training.run import build
 
     cfg = tiny_cfg("task=upstream")
     mp.spawn(_features_on_rank, args=(free_port(), str(tmp_path), OmegaConf.to_yaml(cfg, resolve=True)), nprocs=2)
@@ -382,7 +382,7 @@ import os, sys, time
 from pathlib import Path
 import torch, torch.distributed as dist
 from relvit.cli import exit_on_user_error
-from relvit.distributed import process_died, watch_processes
+from relvit.runs.distributed import process_died, watch_processes
 
 rank, port, marks = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 os.environ["WORLD_SIZE"] = "2"

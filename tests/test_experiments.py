@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from relvit.config_checks import check_config
-from relvit.training import train
+from relvit.config.checks import check_config
+from relvit.training.run import train
 
 from conftest import CONF, compose_config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relvit.checkpoints import read_checkpoint
+from relvit.runs.checkpoints import read_checkpoint
 
 from conftest import REPO, TINY, subprocess_env, write_jpeg_folder
 

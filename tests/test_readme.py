@@ -209,11 +209,11 @@ def test_the_readme_test_command_is_what_ci_runs():
 
 def test_every_python_example_is_tested():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) == 2 and any("relvit.ssl" in b for b in blocks) and any("timm" in b for b in blocks)
+    assert len(blocks) == 2 and any("relvit.model.ssl" in b for b in blocks) and any("timm" in b for b in blocks)
 
 
 def test_the_python_example_holds():
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "relvit.ssl" in b]
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "relvit.model.ssl" in b]
     names: dict = {}
     exec(block, names)  # the imports and calls of the example run as written
     relations = names["relation_targets"](3)

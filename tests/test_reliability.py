@@ -16,10 +16,10 @@ import lightning as L
 import pytest
 import torch
 
-import relvit.training
-from relvit.checkpoints import read_checkpoint
-from relvit.run_files import OutputDirError, SaveError, atomic_write, claim_run_dir
-from relvit.training import train
+import relvit.training.run
+from relvit.runs.checkpoints import read_checkpoint
+from relvit.runs.files import OutputDirError, SaveError, atomic_write, claim_run_dir
+from relvit.training.run import train
 
 from conftest import REPO, TINY, compose_config, subprocess_env
 
@@ -114,8 +114,8 @@ class Spoil(L.Callback):
     (3e38, "error: non-finite validation loss after step 3 (epoch 0): val/clf_loss, val/loss not finite"),
 ])
 def test_non_finite_weights_or_validation_losses_stop_the_run(cli, tmp_path, monkeypatch, value, message):
-    make_trainer = relvit.training.make_trainer
-    monkeypatch.setattr(relvit.training, "make_trainer", lambda cfg, guards=(): make_trainer(cfg, [*guards, Spoil(value)]))
+    make_trainer = relvit.training.run.make_trainer
+    monkeypatch.setattr(relvit.training.run, "make_trainer", lambda cfg, guards=(): make_trainer(cfg, [*guards, Spoil(value)]))
     code, out, err = cli("train.py", *TINY, "task=downstream", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 1, err[-2000:]
     assert message in err and "training stopped" in err and "Traceback" not in err
@@ -123,7 +123,7 @@ def test_non_finite_weights_or_validation_losses_stop_the_run(cli, tmp_path, mon
 
 
 def test_metrics_json_is_strict(tmp_path):
-    from relvit.run_files import write_json
+    from relvit.runs.files import write_json
 
     write_json(tmp_path / "m.json", {"val": {"loss": float("nan"), "acc": 0.5}, "x": [float("inf")]})
     text = (tmp_path / "m.json").read_text()
@@ -149,7 +149,7 @@ def test_a_save_killed_mid_write_leaves_the_previous_file(tmp_path):
     atomic_write(path, lambda f: torch.save({"epoch": 1}, f))
     script = (
         "import os, signal, sys\n"
-        "from relvit.run_files import atomic_write\n"
+        "from relvit.runs.files import atomic_write\n"
         "def half(f):\n"
         "    f.write(b'x' * 100000); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
         f"atomic_write({str(path)!r}, half)\n"

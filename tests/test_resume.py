@@ -6,7 +6,7 @@ import json
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from relvit.checkpoints import read_checkpoint
+from relvit.runs.checkpoints import read_checkpoint
 
 from conftest import TINY
 

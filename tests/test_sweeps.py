@@ -70,7 +70,7 @@ def test_the_paper_grid_compares_pretraining_with_scratch_at_one_budget(monkeypa
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     from omegaconf import open_dict
 
-    from relvit.config_checks import check_config
+    from relvit.config.checks import check_config
 
     grid = compose_with_hydra(["sweep=paper_grid"])
     params = grid.hydra.sweeper.params

@@ -6,12 +6,12 @@ import sys
 import pytest
 import torch
 
-from relvit.checkpoints import UnsafeCheckpointError, load_pretrained, read_checkpoint, state_dict_of
-from relvit.config_checks import ConfigError, check_config
-from relvit.evaluation import evaluate
-from relvit.run_files import OutputDirError
-from relvit.saved_config import resume_config
-from relvit.training import build, train
+from relvit.config.checks import ConfigError, check_config
+from relvit.evaluation.evaluate import evaluate
+from relvit.runs.checkpoints import UnsafeCheckpointError, load_pretrained, read_checkpoint, state_dict_of
+from relvit.runs.files import OutputDirError
+from relvit.runs.saved_config import resume_config
+from relvit.training.run import build, train
 
 from conftest import REPO, TINY, compose_config, subprocess_env
 
@@ -187,7 +187,7 @@ def test_resume_continues_an_interrupted_run_in_a_new_dir(upstream_run, tiny_cfg
 
 
 def test_the_final_table_marks_a_metric_a_split_does_not_measure():
-    from relvit.training import format_table
+    from relvit.training.run import format_table
 
     table = format_table({"val": {"val/loss": 1.0, "val/knn_acc": 0.5}, "test": {"test/loss": 2.0}}).splitlines()
     assert [row.split() for row in table] == [["metric", "val", "test"], ["knn_acc", "0.5000", "-"],

@@ -1,4 +1,12 @@
-"""RelViT: self-supervised Vision Transformers that learn where patches lie."""
+"""RelViT: self-supervised Vision Transformers that learn where patches lie.
+
+A config flows downward: train.py and evaluate.py -> relvit.cli -> relvit.training -> relvit.model,
+relvit.data, ... Each package's docstring says what it holds and the packages it may import (its
+"May import:" line; tests/test_layout.py holds the code to it), so no package imports one above it.
+The modules beside the packages are the entry points (cli.py, and the thin modules behind
+``python -m relvit.export|summary|visualize|comparison``), which may import any package, and
+errors.py, the exceptions every package raises, which imports none.
+"""
 from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
@@ -18,7 +26,7 @@ OmegaConf.register_new_resolver("backbone_size", _backbone_size, replace=True)
 
 
 def _precision(accelerator: object = "auto", mixed: object = True) -> str:
-    from relvit.hardware import resolve_precision
+    from relvit.model.hardware import resolve_precision
 
     return resolve_precision(accelerator, mixed=bool(mixed))
 

@@ -15,12 +15,12 @@ from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from relvit.config_checks import check_config
-from relvit.distributed import EXIT_PROCESS_DIED, claim_report, stop_started_ranks
+from relvit.config.checks import check_config
 from relvit.errors import ConfigError, ProcessDied, RunFailed, UserError
-from relvit.guards import RunInterrupted
-from relvit.saved_config import rebuild, resume_config
-from relvit.task import check_task_overrides
+from relvit.model.task import check_task_overrides
+from relvit.runs.distributed import EXIT_PROCESS_DIED, claim_report, stop_started_ranks
+from relvit.runs.guards import RunInterrupted
+from relvit.runs.saved_config import rebuild, resume_config
 
 log = logging.getLogger("relvit")
 
@@ -192,7 +192,7 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
 
     Both phases are composed and checked (``check_config``, once each) before the first one trains.
     """
-    from relvit.training import train
+    from relvit.training.run import train
 
     log_lightning_once()
     resumed = bool(cfg.get("resume"))
@@ -200,7 +200,7 @@ def train_with_finetune(cfg: DictConfig) -> dict[str, Any]:
         cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
     check_config(cfg)
     if cfg.get("comparison"):  # experiment=relvit_vs_scratch: one seed of the comparison
-        from relvit.comparison import compare_one_seed
+        from relvit.evaluation.comparison import compare_one_seed
 
         return compare_one_seed(cfg, train)
     second_overrides = None
@@ -252,7 +252,7 @@ def _phase(train: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig, overr
 
 
 def report_test_accuracy(summary: dict[str, Any]) -> None:
-    from relvit.distributed import is_rank_zero
+    from relvit.runs.distributed import is_rank_zero
 
     test = summary.get("test", {})
     if "test/acc" in test and is_rank_zero():

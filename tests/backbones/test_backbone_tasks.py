@@ -5,8 +5,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from relvit.module import RelViTModule
-from relvit.task import TaskSpec
+from relvit.model.module import RelViTModule
+from relvit.model.task import TaskSpec
 
 from conftest import CONF, compose_config
 

@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from relvit.config_checks import check_config
+from relvit.config.checks import check_config
 from relvit.data.encoded import (
     EncodedBatch,
     EncodedImageDataset,
@@ -127,7 +127,7 @@ def test_decode_gpu_without_a_gpu_is_a_config_error(tiny_cfg, tmp_path):
 
 
 def test_auto_on_the_cpu_keeps_the_pil_path(tiny_cfg, tmp_path):
-    from relvit.training import build
+    from relvit.training.run import build
 
     root = tmp_path / "folders"
     write_jpegs(root / "train", count=24)

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from relvit.config_checks import check_config
+from relvit.config.checks import check_config
 from relvit.data.splits import LabelBudget
 from relvit.errors import ConfigError
-from relvit.training import build
+from relvit.training.run import build
 
 
 def class_counts(labels: torch.Tensor) -> list[int]:

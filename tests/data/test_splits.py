@@ -25,7 +25,7 @@ def test_small_classes_keep_a_sample_on_each_side():
 
 
 def test_digits_train_val_test_sizes(tiny_cfg):
-    from relvit.training import build
+    from relvit.training.run import build
 
     run = build(tiny_cfg())
     splits = run.datamodule.splits
@@ -43,7 +43,7 @@ def test_digits_train_val_test_sizes(tiny_cfg):
 
 @pytest.mark.parametrize("overrides", [["data.select_on=test"], ["data.select_on=test", "data.val_fraction=0"], ["recipe=original"]])
 def test_selection_on_test_trains_on_every_training_image(tiny_cfg, overrides):
-    from relvit.training import build
+    from relvit.training.run import build
 
     run = build(tiny_cfg(*overrides))
     splits = run.datamodule.splits
@@ -52,7 +52,7 @@ def test_selection_on_test_trains_on_every_training_image(tiny_cfg, overrides):
 
 
 def test_zero_val_fraction_needs_selection_on_test(tiny_cfg):
-    from relvit.config_checks import ConfigError, check_config
+    from relvit.config.checks import ConfigError, check_config
 
     with pytest.raises(ConfigError, match=r"data.val_fraction=0 is invalid: .*needs data.select_on=test"):
         check_config(tiny_cfg("data.val_fraction=0"))
@@ -60,7 +60,7 @@ def test_zero_val_fraction_needs_selection_on_test(tiny_cfg):
 
 @pytest.mark.parametrize("recipe,batches", [("corrected", 1438 // 64), ("original", -(-1438 // 64))])
 def test_last_incomplete_batch_is_kept_only_by_the_original_recipe(tiny_cfg, recipe, batches):
-    from relvit.training import build
+    from relvit.training.run import build
 
     run = build(tiny_cfg(f"recipe={recipe}", "data.select_on=test"))
     loader = run.datamodule.train_dataloader()
@@ -78,7 +78,7 @@ def _cifar_folders(root, per_class, splits=("train",)):
 
 
 def test_a_test_split_is_held_out_of_training_folders_that_have_none(tiny_cfg, tmp_path):
-    from relvit.training import build
+    from relvit.training.run import build
 
     root = _cifar_folders(tmp_path / "cifar10", per_class=20)
     splits = build(tiny_cfg("dataset=cifar10", f"dataset.root={root}", "data.test_fraction=0.1",
@@ -93,7 +93,7 @@ def test_a_test_split_is_held_out_of_training_folders_that_have_none(tiny_cfg, t
 
 
 def test_an_official_test_split_is_kept_and_test_fraction_ignored(tiny_cfg, tmp_path):
-    from relvit.training import build
+    from relvit.training.run import build
 
     root = _cifar_folders(tmp_path / "cifar10", per_class=4, splits=("train", "test"))
     splits = build(tiny_cfg("dataset=cifar10", f"dataset.root={root}", "data.test_fraction=0.1",
@@ -102,7 +102,7 @@ def test_an_official_test_split_is_kept_and_test_fraction_ignored(tiny_cfg, tmp_
 
 
 def test_test_fraction_is_checked(tiny_cfg):
-    from relvit.config_checks import ConfigError, check_config
+    from relvit.config.checks import ConfigError, check_config
 
     with pytest.raises(ConfigError, match=r"data.test_fraction=1.0 is invalid: "):
         check_config(tiny_cfg("data.test_fraction=1.0"))

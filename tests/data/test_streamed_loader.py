@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from relvit.data.loaders import InMemoryLoader, StreamedLoader, draw_seed
-from relvit.distributed import train_batches
+from relvit.runs.distributed import train_batches
 
 from conftest import write_jpeg_folder
 
@@ -25,7 +25,7 @@ class FakeTrainer:
 @pytest.fixture
 def folder_module(tiny_cfg, tmp_path):
     """A data module of 60 small JPEG files (random resized crops and flips, decoded with PIL)."""
-    from relvit.training import build
+    from relvit.training.run import build
 
     root = tmp_path / "images"
     write_jpeg_folder(root / "train", per_class=30)
@@ -76,7 +76,7 @@ def test_an_image_draws_other_augmentations_in_other_epochs_and_sequences_differ
 @pytest.mark.parametrize("world", [1, 2])
 def test_streamed_in_memory_data_gets_the_in_memory_loaders_batches(tiny_cfg, world):
     """data.in_memory_on_device=false streams what the in-memory loader slices, rank by rank."""
-    from relvit.training import build
+    from relvit.training.run import build
 
     streamed = build(tiny_cfg("task=joint", "data.in_memory_on_device=false", "data.num_workers=0")).datamodule
     on_device = build(tiny_cfg("task=joint")).datamodule

@@ -54,7 +54,7 @@ def test_feature_choice_is_checked():
 
 
 def test_classification_reports_top5_beyond_ten_classes(tiny_cfg):
-    from relvit.training import build
+    from relvit.training.run import build
 
     run = build(tiny_cfg("task=downstream"))
     images, labels = next(iter(run.datamodule.val_dataloader()))

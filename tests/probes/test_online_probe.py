@@ -7,7 +7,7 @@ import torch
 
 from relvit.probes.features import extract_features
 from relvit.probes.linear import linear_eval
-from relvit.training import build, restore_weights
+from relvit.training.run import build, restore_weights
 
 
 def test_training_batches_carry_a_clean_view_that_the_probe_reads(tiny_cfg):

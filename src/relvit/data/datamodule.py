@@ -29,8 +29,8 @@ from relvit.data.loaders import (
 from relvit.data.sources.base import DataSource, FileSplit, InMemorySplit
 from relvit.data.splits import LabelBudget, stratified_split
 from relvit.data.verify import describe_bad, find_bad_images
-from relvit.distributed import EvalShardSampler, eval_shard, train_batches, train_shard
 from relvit.errors import ConfigError
+from relvit.runs.distributed import EvalShardSampler, eval_shard, train_batches, train_shard
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from relvit.errors import MissingFileError, UserError, WouldOverwriteError
-from relvit.progress import Progress, progress
+from relvit.runs.progress import Progress, progress
 
 log = logging.getLogger(__name__)
 

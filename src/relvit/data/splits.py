@@ -28,7 +28,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 class LabelBudget:
     """Which labelled training images a supervised run keeps: ``per_class`` images of every class, or
     ``fraction`` of every class (at least one), chosen by a generator seeded with ``seed``. Neither
-    set keeps every image (the values are checked with the config: relvit.config_schema, config_checks)."""
+    set keeps every image (the values are checked with the config: relvit.config)."""
 
     def __init__(self, per_class: int | None = None, fraction: float | None = None, seed: int = 0):
         self.per_class = per_class

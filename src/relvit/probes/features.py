@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from relvit.backbones.base import TokenBackbone
-from relvit.distributed import gather_rows, process_group
+from relvit.runs.distributed import gather_rows, process_group
 
 #: Which features a protocol reads: the CLS token, the mean patch token, or both (each reported).
 FEATURE_KINDS = ("cls", "mean")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relvit.distributed import gather_rows, process_group
+from relvit.runs.distributed import gather_rows, process_group
 
 
 class OnlineProbe(nn.Module):

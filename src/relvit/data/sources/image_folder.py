@@ -11,7 +11,7 @@ from PIL import Image
 
 from relvit.data.sources.base import DataNotFoundError, DataSource, FileSplit, data_root, refuse_download
 from relvit.data.verify import png_rows_problem
-from relvit.progress import progress
+from relvit.runs.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 SPLITS = ("train", "val", "test")
