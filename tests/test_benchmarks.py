@@ -26,6 +26,7 @@ def run_acceptance(*args: str) -> subprocess.CompletedProcess:
                           env=subprocess_env(), capture_output=True, text=True, timeout=3600)
 
 
+@pytest.mark.slow  # about a minute; the failing-step test below runs two of its steps in the default suite
 def test_gpu_acceptance_dry_run_runs_every_step_and_writes_its_tables(tmp_path):
     out = run_acceptance("--out", str(tmp_path / "results"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

@@ -158,6 +158,7 @@ def test_cli_lists_valid_options_of_a_group(tmp_path):
     assert "vit_small" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # the README test runs the same command (experiment=quickstart) in the default suite
 def test_cli_two_phase_recipe_prints_test_accuracy(tmp_path):
     tiny = [o for o in TINY if not o.startswith("backbone=")]
     done = run_cli("train.py", "experiment=quickstart", *tiny, cwd=tmp_path)
