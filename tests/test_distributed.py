@@ -350,7 +350,7 @@ def test_rank_one_killed_rank_zero_stops_with_one_line_naming_the_checkpoint(tmp
 
 
 def test_only_a_collective_whose_peer_is_gone_counts_as_a_dead_process(monkeypatch, tmp_path):
-    from relvit import distributed
+    from relvit.runs import distributed
 
     gone = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:44965. "
                         "This is typically caused by a remote worker crashing.")
