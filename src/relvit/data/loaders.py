@@ -37,9 +37,7 @@ class InMemoryLoader:
         self.position = position
 
     def __len__(self) -> int:
-        n = self.labels.numel()
-        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return batches if self.num_batches is None else min(batches, self.num_batches)
+        return batch_count(self.labels.numel(), self.batch_size, self.drop_last, self.num_batches)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": int(self.epoch()), "position": int(self.position()) if self.position else 0}
@@ -63,6 +61,13 @@ class InMemoryLoader:
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]
+
+
+def batch_count(n: int, batch_size: int, drop_last: bool, num_batches: int | None) -> int:
+    """Batches of an epoch of ``n`` samples (both loaders), capped at ``num_batches`` (every DDP rank
+    steps equally often)."""
+    batches = n // batch_size if drop_last else -(-n // batch_size)
+    return batches if num_batches is None else min(batches, num_batches)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -100,9 +105,7 @@ class EpochBatches:
         self.num_batches = num_batches
 
     def __len__(self) -> int:
-        n = self.indices.numel()
-        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return batches if self.num_batches is None else min(batches, self.num_batches)
+        return batch_count(self.indices.numel(), self.batch_size, self.drop_last, self.num_batches)
 
     def __iter__(self):
         epoch = int(self.epoch())
